@@ -1,0 +1,109 @@
+"""Argument checks for the public ops: every bad input gets a TypeError or
+ValueError that names the argument, raised here before any kernel runs.
+
+The checks read only metadata (dtype, shape, device) and Python numbers, so they
+cost nothing on the GPU and trace cleanly under torch.compile. The one value check
+(labels in range) runs on CPU tensors only, where it needs no device sync."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+NORMS = ("linf", "l2")
+_DTYPE_NAMES = "float32, float16, bfloat16 or float64"
+
+
+def tensor(t, name: str) -> torch.Tensor:
+    """A floating-point batch: shape (N, ...) with N >= 1 and at least one element a row."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating-point tensor ({_DTYPE_NAMES}), got {t.dtype}")
+    if t.dim() < 1 or t.shape[0] == 0 or t.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty batch of shape (N, ...), got shape {tuple(t.shape)}")
+    return t
+
+
+def like(t, name: str, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
+    """`t` must match `ref` in shape, dtype and device."""
+    tensor(t, name)
+    if t.shape != ref.shape:
+        raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the device of {ref_name} ({ref.device}), got {t.device}")
+    return t
+
+
+def positive(value, name: str) -> float:
+    """A finite Python number > 0 (eps, step_size)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def finite(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def box(lo, hi) -> tuple[float, float]:
+    lo, hi = finite(lo, "lo"), finite(hi, "hi")
+    if not lo < hi:
+        raise ValueError(f"lo must be < hi, got lo={lo} and hi={hi}")
+    return lo, hi
+
+
+def norm(value, *, allow_none: bool) -> str | None:
+    if value is None and allow_none:
+        return None
+    if value not in NORMS:
+        choices = ", ".join(repr(n) for n in NORMS) + (" or None" if allow_none else "")
+        raise ValueError(f"norm must be {choices}, got {value!r}")
+    return value
+
+
+def alpha(value) -> float:
+    value = finite(value, "alpha")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {value}")
+    return value
+
+
+def logits(t, name: str) -> torch.Tensor:
+    tensor(t, name)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, C), got {tuple(t.shape)}")
+    return t
+
+
+def target(t, logits_clean: torch.Tensor) -> torch.Tensor:
+    """Class labels: int64 or int32, shape (N,), on the logits' device, each in [0, C)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"target must hold class indices as int64 (or int32), got {t.dtype}")
+    n, c = logits_clean.shape
+    if t.shape != (n,):
+        raise ValueError(f"target must have shape ({n},) to match the logits, got {tuple(t.shape)}")
+    if t.device != logits_clean.device:
+        raise ValueError(f"target must be on the logits' device ({logits_clean.device}), got {t.device}")
+    # On the GPU a range check would stall the stream; the kernels assert on the device instead.
+    if t.device.type == "cpu" and not torch.compiler.is_compiling():
+        bad = (t < 0) | (t >= c)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"target[{i}] = {int(t[i])} is outside the class range [0, {c})")
+    return t

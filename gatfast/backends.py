@@ -1,0 +1,155 @@
+"""Which implementation runs each op: auto | torch | cpp | cuda | triton.
+
+The choice is process-wide: the GATFAST_BACKEND environment variable sets it at
+import, `use_backend(name)` changes it for a block, `set_backend(name)` for good.
+`auto` takes, for CPU tensors, the C++ CPU kernels (else plain torch) and, for CUDA
+tensors, the C++ CUDA kernels, else Triton, else plain torch (benchmarks/README.md
+holds the measurements behind that order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("auto", "torch", "cpp", "cuda", "triton")
+
+_BUILD_HINT = (
+    "rebuild gatfast with `pip install --no-build-isolation -e .` (see README, 'Build'); "
+    "the CUDA kernels need the CUDA toolkit (CUDA_HOME) and a CUDA build of torch, or GATFAST_CUDA=1 to insist"
+)
+
+
+def _check_name(name) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    return name
+
+
+_current = _check_name(os.environ.get("GATFAST_BACKEND", "auto").strip() or "auto")
+
+
+def _load_extension() -> str | None:
+    """Load gatfast._C (which registers the gatfast::* C++ ops); None, or why it failed."""
+    try:
+        from gatfast import _C  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    from gatfast import _cpp_ops  # noqa: F401  (fake impls and autograd of those ops)
+
+    return None
+
+
+# Settled once at import, as plain values, so torch.compile traces `resolve` without graph breaks.
+_EXTENSION_ERROR = _load_extension()
+_CPP_BUILT = _EXTENSION_ERROR is None
+_CUDA_BUILT = _CPP_BUILT and bool(torch.ops.gatfast.cuda_built())
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
+def extension_error() -> str | None:
+    """Why gatfast._C could not be loaded, or None when it is."""
+    return _EXTENSION_ERROR
+
+
+def cpp_built() -> bool:
+    return _CPP_BUILT
+
+
+def cuda_built() -> bool:
+    return _CUDA_BUILT
+
+
+def triton_installed() -> bool:
+    return _TRITON_INSTALLED
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def available_backends() -> list[str]:
+    """The backends that can run on this machine with this install."""
+    names = ["torch"]
+    if cpp_built():
+        names.append("cpp")
+    if cuda_built() and torch.cuda.is_available():
+        names.append("cuda")
+    if triton_installed() and (torch.cuda.is_available() or triton_interpreted()):
+        names.append("triton")
+    return names
+
+
+def build_info() -> dict:
+    """What this install holds and what this machine can run; for bug reports."""
+    return {
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "extension": "built" if cpp_built() else f"missing ({extension_error()})",
+        "cuda_kernels": cuda_built(),
+        "cuda_available": torch.cuda.is_available(),
+        "triton_installed": triton_installed(),
+        "triton_interpreted": triton_interpreted(),
+        "available_backends": available_backends(),
+        "backend": _current,
+    }
+
+
+def get_backend() -> str:
+    return _current
+
+
+def set_backend(name: str) -> None:
+    global _current
+    _current = _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the ops of the enclosed block on backend `name`."""
+    global _current
+    previous, _current = _current, _check_name(name)
+    try:
+        yield
+    finally:
+        _current = previous
+
+
+def resolve(device: torch.device) -> str:
+    """The backend that runs an op on tensors of `device`, with a clear error when
+    the chosen one cannot."""
+    name, kind = _current, device.type
+    if name == "auto":
+        if kind == "cuda":
+            if _CUDA_BUILT:
+                return "cuda"
+            return "triton" if _TRITON_INSTALLED else "torch"
+        return "cpp" if kind == "cpu" and _CPP_BUILT else "torch"
+    if name == "torch":
+        return name
+    if name == "cpp":
+        if not cpp_built():
+            raise RuntimeError(f"backend 'cpp' is not built here ({extension_error()}): {_BUILD_HINT}")
+        if kind != "cpu":
+            raise RuntimeError(f"backend 'cpp' runs on CPU tensors; got {device}: use 'cuda', 'triton' or 'auto'")
+        return name
+    if name == "cuda":
+        if not cuda_built():
+            raise RuntimeError(f"backend 'cuda' is not built in this install: {_BUILD_HINT}")
+        if kind != "cuda":
+            raise RuntimeError(f"backend 'cuda' runs on CUDA tensors; got {device}: use 'cpp', 'torch' or 'auto'")
+        return name
+    # triton
+    if not triton_installed():
+        raise RuntimeError("backend 'triton' needs the triton package: pip install triton")
+    if kind == "cpu" and not triton_interpreted():
+        raise RuntimeError(
+            "backend 'triton' runs on CUDA tensors, or on CPU tensors only under the Triton "
+            "interpreter (set TRITON_INTERPRET=1 before triton is imported)"
+        )
+    if kind not in ("cpu", "cuda"):
+        raise RuntimeError(f"backend 'triton' runs on CUDA tensors; got {device}")
+    return name

@@ -1,0 +1,47 @@
+"""Triton kernel of one PGD step (linf: sign step; l2: normalised step), then the
+projection onto the eps-ball around x0 and the box."""
+
+import triton
+import triton.language as tl
+
+from .perturb import clamp, row_l2_factor
+
+
+@triton.jit
+def pgd_step_kernel(xa_ptr, g_ptr, x0_ptr, out_ptr, D, step_size, eps, lo, hi,
+                    NORM: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    base = row.to(tl.int64) * D
+    step = step_size
+    f = 1.0
+    if NORM == 2:
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, D, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            g = tl.load(g_ptr + base + offs, mask=offs < D, other=0.0).to(tl.float32)
+            acc += g * g
+        gn = tl.sqrt(tl.sum(acc, axis=0))
+        step = tl.where(gn > 0, step_size / gn, 0.0)  # a zero gradient takes no step
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, D, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            mask = offs < D
+            a = tl.load(xa_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            z = tl.load(x0_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            v = a + step * g - z
+            acc += v * v
+        dn = tl.sqrt(tl.sum(acc, axis=0))
+        f = tl.where(dn > eps, eps / dn, 1.0)
+    for start in range(0, D, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < D
+        a = tl.load(xa_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        z = tl.load(x0_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        if NORM == 1:
+            sg = tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, g))  # sign(0) = 0; NaN stays NaN
+            d = clamp(a + step_size * sg - z, -eps, eps)
+        else:
+            d = (a + step * g - z) * f
+        tl.store(out_ptr + base + offs, clamp(z + d, lo, hi).to(out_ptr.dtype.element_ty), mask=mask)
