@@ -2,6 +2,7 @@
 
 Math runs in float32 (float64 for float64 storage) whatever the storage dtype, like
 the kernels, and results are cast back to the storage dtype. Norm names: None, "linf", "l2".
+Gradients follow torch.clamp: none passes where a value sits exactly on a bound.
 """
 
 from __future__ import annotations

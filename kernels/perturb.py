@@ -31,7 +31,7 @@ def row_l2_factor(ptr, base, D, eps, BLOCK: tl.constexpr):
         v = tl.load(ptr + base + offs, mask=offs < D, other=0.0).to(tl.float32)
         acc += v * v
     n = tl.sqrt(tl.sum(acc, axis=0))
-    return tl.where(n > eps, eps / n, 1.0)
+    return eps / tl.maximum(n, eps)  # 1 inside the ball; no 0/0 for a zero row
 
 
 @triton.jit
@@ -65,7 +65,7 @@ def _grad_wrt_p(d, xv, g, s, eps, lo, hi, gs, gn2, NORM: tl.constexpr, HAS_X: tl
     """Gradient with respect to the projected perturbation p (before the projection's Jacobian)."""
     if HAS_X:
         v = xv + project_value(d, s, eps, NORM)
-        inside = (v >= lo) & (v <= hi)
+        inside = (v > lo) & (v < hi)  # torch.clamp passes no gradient at the bounds
         r = clamp(v, lo, hi).to(OUT_DTYPE).to(tl.float32) - xv
         return tl.where(inside, gs * g + gn2 * r, 0.0), inside, r
     else:
@@ -108,7 +108,7 @@ def perturb_bwd_kernel(g_ptr, gsq_ptr, delta_ptr, x_ptr, scale_ptr, gd_ptr, gx_p
             xv = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
         gp, inside, r = _grad_wrt_p(d, xv, g, s, eps, lo, hi, gs, gn2, NORM, HAS_X, OUT_DTYPE)
         if NORM == 1:
-            gd = tl.where((d >= -eps) & (d <= eps), gp, 0.0)
+            gd = tl.where((d > -eps) & (d < eps), gp, 0.0)
         elif NORM == 2:
             gd = tl.where(l2_active, s * gp - coef * d, gp)
         else:

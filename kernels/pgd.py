@@ -21,7 +21,7 @@ def pgd_step_kernel(xa_ptr, g_ptr, x0_ptr, out_ptr, D, step_size, eps, lo, hi,
             g = tl.load(g_ptr + base + offs, mask=offs < D, other=0.0).to(tl.float32)
             acc += g * g
         gn = tl.sqrt(tl.sum(acc, axis=0))
-        step = tl.where(gn > 0, step_size / gn, 0.0)  # a zero gradient takes no step
+        step = tl.where(gn > 0, step_size / tl.where(gn > 0, gn, 1.0), 0.0)  # a zero gradient takes no step
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, D, BLOCK):
             offs = start + tl.arange(0, BLOCK)
@@ -32,7 +32,7 @@ def pgd_step_kernel(xa_ptr, g_ptr, x0_ptr, out_ptr, D, step_size, eps, lo, hi,
             v = a + step * g - z
             acc += v * v
         dn = tl.sqrt(tl.sum(acc, axis=0))
-        f = tl.where(dn > eps, eps / dn, 1.0)
+        f = eps / tl.maximum(dn, eps)
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < D

@@ -91,7 +91,7 @@ PerturbBwdOut perturb_bwd(const at::Tensor& grad_out, const std::optional<at::Te
           acc_t p = norm == kLinf ? clampv<acc_t>(dv, -e, e) : (norm == kL2 ? dv * s : dv);
           if (!has_x) return gs * acc_t(g[j]);
           acc_t xv = xr[j], v = xv + p;
-          if (!(v >= l && v <= h)) return 0;
+          if (!(v > l && v < h)) return 0;  // torch.clamp passes no gradient at the bounds
           acc_t r = acc_t(scalar_t(clampv<acc_t>(v, l, h))) - xv;
           return gs * acc_t(g[j]) + gn2 * r;
         };
@@ -101,7 +101,7 @@ PerturbBwdOut perturb_bwd(const at::Tensor& grad_out, const std::optional<at::Te
         scalar_t* gd = gdp + i * D;
         for (int64_t j = 0; j < D; ++j) {
           acc_t dv = d[j], gpj = grad_p(j);
-          if (norm == kLinf) gd[j] = (dv >= -e && dv <= e) ? gpj : acc_t(0);
+          if (norm == kLinf) gd[j] = (dv > -e && dv < e) ? gpj : acc_t(0);
           else if (l2_active) gd[j] = s * gpj - coef * dv;
           else gd[j] = gpj;
         }
@@ -111,7 +111,7 @@ PerturbBwdOut perturb_bwd(const at::Tensor& grad_out, const std::optional<at::Te
             acc_t dv = d[j];
             acc_t p = norm == kLinf ? clampv<acc_t>(dv, -e, e) : (norm == kL2 ? dv * s : dv);
             acc_t xv = xr[j], v = xv + p;
-            bool inside = v >= l && v <= h;
+            bool inside = v > l && v < h;
             acc_t r = acc_t(scalar_t(clampv<acc_t>(v, l, h))) - xv;
             gx[j] = (inside ? acc_t(g[j]) : acc_t(0)) - (inside ? acc_t(0) : gn2 * r);
           }

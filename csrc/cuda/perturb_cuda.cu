@@ -92,7 +92,7 @@ __device__ __forceinline__ acc_t grad_wrt_p(const scalar_t* delta, const scalar_
   acc_t p = project_value<acc_t>(delta[k], norm, s, eps);
   if (x == nullptr) return gs * acc_t(g[k]);
   acc_t xv = x[k], v = xv + p;
-  if (!(v >= lo && v <= hi)) return 0;
+  if (!(v > lo && v < hi)) return 0;  // torch.clamp passes no gradient at the bounds
   acc_t r = acc_t(scalar_t(clampv(v, lo, hi))) - xv;
   return gs * acc_t(g[k]) + gn2 * r;
 }
@@ -120,12 +120,12 @@ __global__ void perturb_bwd_rows_kernel(const scalar_t* __restrict__ g, const ac
     const int64_t k = base + j;
     acc_t dv = delta[k];
     acc_t gp = grad_wrt_p<scalar_t, acc_t>(delta, x, g, k, norm, s, eps, lo, hi, gs, gn2);
-    if (norm == kLinf) grad_delta[k] = (dv >= -eps && dv <= eps) ? gp : acc_t(0);
+    if (norm == kLinf) grad_delta[k] = (dv > -eps && dv < eps) ? gp : acc_t(0);
     else if (l2_active) grad_delta[k] = s * gp - coef * dv;
     else grad_delta[k] = gp;
     if (grad_x != nullptr) {
       acc_t xv = x[k], v = xv + project_value<acc_t>(dv, norm, s, eps);
-      bool inside = v >= lo && v <= hi;
+      bool inside = v > lo && v < hi;
       acc_t r = acc_t(scalar_t(clampv(v, lo, hi))) - xv;
       grad_x[k] = inside ? acc_t(g[k]) : -gn2 * r;
     }

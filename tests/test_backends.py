@@ -1,0 +1,107 @@
+"""Backend selection: the env var, use_backend, auto, and clear errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gatfast
+from gatfast import backends
+
+
+def _run(code, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("GATFAST_BACKEND", "TRITON_INTERPRET")} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_use_backend_sets_and_restores():
+    before = gatfast.get_backend()
+    with gatfast.use_backend("torch"):
+        assert gatfast.get_backend() == "torch"
+        with gatfast.use_backend("cpp"):
+            assert gatfast.get_backend() == "cpp"
+        assert gatfast.get_backend() == "torch"
+    assert gatfast.get_backend() == before
+
+
+def test_use_backend_restores_after_an_error():
+    before = gatfast.get_backend()
+    with pytest.raises(KeyError):
+        with gatfast.use_backend("torch"):
+            raise KeyError
+    assert gatfast.get_backend() == before
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="backend must be one of auto, torch, cpp, cuda, triton; got 'fast'"):
+        gatfast.use_backend("fast").__enter__()
+
+
+def test_env_var_chooses_the_backend():
+    r = _run("import gatfast; print(gatfast.get_backend())", GATFAST_BACKEND="torch")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "torch"
+
+
+def test_bad_env_var_fails_clearly():
+    r = _run("import gatfast", GATFAST_BACKEND="nope")
+    assert r.returncode != 0
+    assert "backend must be one of" in r.stderr and "'nope'" in r.stderr
+
+
+def test_auto_picks_cpp_for_cpu_tensors():
+    if not backends.cpp_built():
+        pytest.skip("C++ extension not built")
+    with gatfast.use_backend("auto"):
+        assert backends.resolve(torch.device("cpu")) == "cpp"
+
+
+def test_auto_uses_a_cuda_backend_for_cuda_tensors():
+    with gatfast.use_backend("auto"):
+        expected = "cuda" if backends.cuda_built() else ("triton" if backends.triton_installed() else "torch")
+        assert backends.resolve(torch.device("cuda")) == expected
+
+
+def test_available_backends_lists_what_runs_here():
+    names = gatfast.available_backends()
+    assert names[0] == "torch"
+    assert ("cpp" in names) == backends.cpp_built()
+    assert ("cuda" in names) == (backends.cuda_built() and torch.cuda.is_available())
+    info = gatfast.build_info()
+    assert info["available_backends"] == names and info["torch"] == torch.__version__
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error seen without a GPU")
+def test_cuda_backend_on_cpu_tensors_is_a_clear_error():
+    with gatfast.use_backend("cuda"), pytest.raises(RuntimeError, match="'cuda'"):
+        gatfast.project(torch.zeros(2, 3), 0.1, "linf")
+
+
+def test_cpp_backend_on_cuda_tensors_is_a_clear_error():
+    if not backends.cpp_built():
+        pytest.skip("C++ extension not built")
+    with gatfast.use_backend("cpp"), pytest.raises(RuntimeError, match="'cpp' runs on CPU tensors"):
+        backends.resolve(torch.device("cuda"))
+
+
+def test_triton_on_cpu_without_the_interpreter_is_a_clear_error():
+    r = _run(
+        "import torch, gatfast\n"
+        "with gatfast.use_backend('triton'):\n"
+        "    gatfast.project(torch.zeros(2, 3), 0.1, 'linf')\n"
+    )
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU, triton is usable without the interpreter")
+    assert r.returncode != 0
+    assert "TRITON_INTERPRET=1" in r.stderr
+
+
+def test_missing_extension_gives_a_build_hint(monkeypatch):
+    monkeypatch.setattr(backends, "_CPP_BUILT", False)
+    monkeypatch.setattr(backends, "_EXTENSION_ERROR", "No module named 'gatfast._C'")
+    with gatfast.use_backend("cpp"), pytest.raises(RuntimeError, match="pip install --no-build-isolation -e ."):
+        backends.resolve(torch.device("cpu"))
+    with gatfast.use_backend("auto"):
+        assert backends.resolve(torch.device("cpu")) == "torch"
