@@ -1,0 +1,53 @@
+# gatfast developer entry points. Everything runs from a local virtual environment
+# that `make venv` creates from nothing (torch, build and test dependencies).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1
+DEPS := numpy pytest pytest-benchmark expecttest setuptools wheel ninja
+export CUDA_HOME ?= $(wildcard /usr/local/cuda)
+
+.PHONY: venv build test wheel wheel-check cmake-check bench ci clean
+
+venv: $(VENV)/.deps
+$(VENV)/.deps: Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(DEPS)
+	touch $@
+
+# The C++ extension (CPU kernels; CUDA kernels when the toolkit is found), in place.
+build: venv
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+# The README's test command: set up, build, run the whole suite.
+test: build
+	$(PY) -m pytest -q
+
+# A wheel that holds the extension and gatfast.kernels, installed apart from the
+# source tree and imported from elsewhere, so a packaging slip cannot hide.
+wheel: venv
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-build-isolation --no-deps -w dist .
+
+wheel-check: wheel
+	rm -rf wheel-test
+	$(PY) -m pip install -q --no-deps --target wheel-test dist/gatfast-*.whl
+	cd /tmp && PYTHONPATH=$(CURDIR)/wheel-test $(CURDIR)/$(PY) $(CURDIR)/tools/check_wheel.py $(CURDIR)/wheel-test
+
+# The same csrc/ built by CMake with Torch's CMake package, then loaded by torch.
+cmake-check: venv
+	rm -rf cmake-build
+	cmake -S . -B cmake-build -DCMAKE_BUILD_TYPE=Release -DCUDA_TOOLKIT_ROOT_DIR=$(CUDA_HOME) \
+	  -DCUDA_nvrtc_LIBRARY="$$($(PY) tools/find_nvrtc.py)" \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build cmake-build -j2
+	$(PY) tools/check_cmake_lib.py cmake-build/libgatfast_ops.so
+
+# Op micro-benchmarks: writes benchmarks/results/ops-<device>.{md,json}.
+bench: build
+	$(PY) -m pytest benchmarks/bench_ops.py -q -p no:randomly --benchmark-min-rounds=20
+
+ci: test wheel-check cmake-check
+
+clean:
+	rm -rf build dist wheel-test cmake-build *.egg-info gatfast/*.so
