@@ -46,10 +46,16 @@ def extension():
     rel = lambda pattern: sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     define = [("GATFAST_PYTHON_MODULE", None)]
-    cxx = ["-O3"]  # torch picks the C++ standard it needs (C++20 from 2.13)
+    # torch picks the C++ standard it needs (C++20 from 2.13). OpenMP: at::parallel_for's
+    # threads and the `omp simd` loops of the CPU kernels (torch ships libgomp).
+    # -fno-trapping-math lets GCC turn the kernels' masked selects into vector blends
+    # (it changes no result, only the promise about floating-point exception flags);
+    # -fno-math-errno lets sqrt inline.
+    cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
+    link = ["-fopenmp"]
     if not want_cuda():
         return cpp_extension.CppExtension(
-            "gatfast._C", sources, define_macros=define, extra_compile_args={"cxx": cxx}
+            "gatfast._C", sources, define_macros=define, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
@@ -59,6 +65,7 @@ def extension():
         sources + rel("csrc/cuda/*.cu"),
         define_macros=define,
         extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
+        extra_link_args=link,
     )
 
 

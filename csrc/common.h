@@ -41,33 +41,29 @@ using PerturbFwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using PerturbBwdOut = std::tuple<at::Tensor, at::Tensor>;
 using LossFwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Each takes contiguous tensors (ops.cpp makes them so) and allocates its outputs.
-namespace cpu {
-PerturbFwdOut perturb_fwd(const at::Tensor& delta, const std::optional<at::Tensor>& x, double eps,
-                          int64_t norm, double lo, double hi, bool with_sq);
-PerturbBwdOut perturb_bwd(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_sq,
-                          const at::Tensor& delta, const std::optional<at::Tensor>& x,
-                          const at::Tensor& scale, double eps, int64_t norm, double lo, double hi,
-                          double grad_scale, bool need_grad_x);
-void pgd_step(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x0, double step_size,
-              double eps, int64_t norm, double lo, double hi, at::Tensor& out);
-LossFwdOut clean_adv_loss_fwd(const at::Tensor& logits_clean, const at::Tensor& logits_adv,
-                              const at::Tensor& target, double alpha, bool compute_grad);
-}  // namespace cpu
+// The kernel entry points of one device (or one CPU instruction set): each takes
+// contiguous tensors (ops.cpp makes them so) and allocates its outputs.
+#define GATFAST_DECLARE_KERNELS(ns)                                                                          \
+  namespace ns {                                                                                             \
+  PerturbFwdOut perturb_fwd(const at::Tensor& delta, const std::optional<at::Tensor>& x, double eps,         \
+                            int64_t norm, double lo, double hi, bool with_sq);                               \
+  PerturbBwdOut perturb_bwd(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_sq,            \
+                            const at::Tensor& delta, const std::optional<at::Tensor>& x,                     \
+                            const at::Tensor& scale, double eps, int64_t norm, double lo, double hi,          \
+                            double grad_scale, bool need_grad_x);                                            \
+  void pgd_step(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x0, double step_size,      \
+                double eps, int64_t norm, double lo, double hi, at::Tensor& out);                            \
+  LossFwdOut clean_adv_loss_fwd(const at::Tensor& logits_clean, const at::Tensor& logits_adv,                \
+                                const at::Tensor& target, double alpha, bool compute_grad);                  \
+  }
 
+GATFAST_DECLARE_KERNELS(cpu)
 #ifdef GATFAST_WITH_CUDA
-namespace cuda {
-PerturbFwdOut perturb_fwd(const at::Tensor& delta, const std::optional<at::Tensor>& x, double eps,
-                          int64_t norm, double lo, double hi, bool with_sq);
-PerturbBwdOut perturb_bwd(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_sq,
-                          const at::Tensor& delta, const std::optional<at::Tensor>& x,
-                          const at::Tensor& scale, double eps, int64_t norm, double lo, double hi,
-                          double grad_scale, bool need_grad_x);
-void pgd_step(const at::Tensor& x_adv, const at::Tensor& grad, const at::Tensor& x0, double step_size,
-              double eps, int64_t norm, double lo, double hi, at::Tensor& out);
-LossFwdOut clean_adv_loss_fwd(const at::Tensor& logits_clean, const at::Tensor& logits_adv,
-                              const at::Tensor& target, double alpha, bool compute_grad);
-}  // namespace cuda
+GATFAST_DECLARE_KERNELS(cuda)
 #endif
+
+namespace cpu {
+const char* isa();  // which compiled copy of the CPU kernels runs here: "avx2" or "base"
+}  // namespace cpu
 
 }  // namespace gatfast

@@ -105,6 +105,8 @@ LossFwdOut loss_impl(const at::Tensor& logits_clean, const at::Tensor& logits_ad
   return Loss(contig(logits_clean), contig(logits_adv), target.to(at::kLong).contiguous(), alpha, compute_grad);
 }
 
+std::string cpu_isa() { return cpu::isa(); }
+
 bool cuda_built() {
 #ifdef GATFAST_WITH_CUDA
   return true;
@@ -128,6 +130,7 @@ TORCH_LIBRARY(gatfast, m) {
   m.def("clean_adv_loss_fwd(Tensor logits_clean, Tensor logits_adv, Tensor target, float alpha,"
         " bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("cuda_built() -> bool", &cuda_built);
+  m.def("cpu_isa() -> str", &cpu_isa);
 }
 
 TORCH_LIBRARY_IMPL(gatfast, CPU, m) {

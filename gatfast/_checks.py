@@ -102,8 +102,8 @@ def target(t, logits_clean: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"target must be on the logits' device ({logits_clean.device}), got {t.device}")
     # On the GPU a range check would stall the stream; the kernels assert on the device instead.
     if t.device.type == "cpu" and not torch.compiler.is_compiling():
-        bad = (t < 0) | (t >= c)
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
+        smallest, largest = torch.aminmax(t)  # one pass; the index is looked up only on failure
+        if int(smallest) < 0 or int(largest) >= c:
+            i = int(((t < 0) | (t >= c)).nonzero()[0, 0])
             raise ValueError(f"target[{i}] = {int(t[i])} is outside the class range [0, {c})")
     return t

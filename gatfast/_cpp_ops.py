@@ -1,5 +1,6 @@
-"""The C++ ops (gatfast::*, registered by gatfast._C): their fake implementations
-and autograd, and the adapter the `cpp` and `cuda` backends run."""
+"""The C++ ops (gatfast::*, registered by gatfast._C, autograd included, see
+csrc/autograd.cpp): their fake implementations, and the adapter the `cpp` and
+`cuda` backends run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,5 @@ torch.library.register_fake("gatfast::perturb_bwd")(_autograd.fake_perturb_bwd)
 torch.library.register_fake("gatfast::pgd_step")(_autograd.fake_pgd_step)
 torch.library.register_fake("gatfast::pgd_step_out")(_autograd.fake_pgd_step_out)
 torch.library.register_fake("gatfast::clean_adv_loss_fwd")(_autograd.fake_clean_adv_loss_fwd)
-_autograd.register_perturb_autograd("gatfast::perturb_fwd", _ops.perturb_bwd.default)
-_autograd.register_loss_autograd("gatfast::clean_adv_loss_fwd")
 
 impl = _autograd.OpFamily(_ops.perturb_fwd, _ops.pgd_step, _ops.pgd_step_out, _ops.clean_adv_loss_fwd)

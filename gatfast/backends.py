@@ -89,6 +89,7 @@ def build_info() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "extension": "built" if cpp_built() else f"missing ({extension_error()})",
+        "cpu_kernels_isa": str(torch.ops.gatfast.cpu_isa()) if cpp_built() else None,
         "cuda_kernels": cuda_built(),
         "cuda_available": torch.cuda.is_available(),
         "triton_installed": triton_installed(),

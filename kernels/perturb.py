@@ -23,6 +23,19 @@ def project_value(d, s, eps, NORM: tl.constexpr):
 
 
 @triton.jit
+def load3(a_ptr, b_ptr, c_ptr, base, start, D, BLOCK: tl.constexpr, HAS_C: tl.constexpr):
+    """One block of three rows, as float32 (c is a when HAS_C is false), with its offsets and mask."""
+    offs = start + tl.arange(0, BLOCK)
+    mask = offs < D
+    a = tl.load(a_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    c = a
+    if HAS_C:
+        c = tl.load(c_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    return offs, mask, a, b, c
+
+
+@triton.jit
 def row_l2_factor(ptr, base, D, eps, BLOCK: tl.constexpr):
     """min(1, eps / ||row||): the l2 projection's factor for one row."""
     acc = tl.zeros([BLOCK], dtype=tl.float32)
@@ -88,24 +101,12 @@ def perturb_bwd_kernel(g_ptr, gsq_ptr, delta_ptr, x_ptr, scale_ptr, gd_ptr, gx_p
     if NORM == 2:
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, D, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            mask = offs < D
-            d = tl.load(delta_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-            g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-            xv = d
-            if HAS_X:
-                xv = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            offs, mask, d, g, xv = load3(delta_ptr, g_ptr, x_ptr, base, start, D, BLOCK, HAS_X)
             gp, _, _ = _grad_wrt_p(d, xv, g, s, eps, lo, hi, gs, gn2, NORM, HAS_X, OUT_DTYPE)
             acc += tl.where(mask, d * gp, 0.0)
         coef = tl.where(l2_active, tl.sum(acc, axis=0) * s * s * s / (eps * eps), 0.0)
     for start in range(0, D, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < D
-        d = tl.load(delta_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        xv = d
-        if HAS_X:
-            xv = tl.load(x_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        offs, mask, d, g, xv = load3(delta_ptr, g_ptr, x_ptr, base, start, D, BLOCK, HAS_X)
         gp, inside, r = _grad_wrt_p(d, xv, g, s, eps, lo, hi, gs, gn2, NORM, HAS_X, OUT_DTYPE)
         if NORM == 1:
             gd = tl.where((d > -eps) & (d < eps), gp, 0.0)

@@ -4,7 +4,7 @@ projection onto the eps-ball around x0 and the box."""
 import triton
 import triton.language as tl
 
-from .perturb import clamp, row_l2_factor
+from .perturb import clamp, load3
 
 
 @triton.jit
@@ -24,21 +24,13 @@ def pgd_step_kernel(xa_ptr, g_ptr, x0_ptr, out_ptr, D, step_size, eps, lo, hi,
         step = tl.where(gn > 0, step_size / tl.where(gn > 0, gn, 1.0), 0.0)  # a zero gradient takes no step
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, D, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            mask = offs < D
-            a = tl.load(xa_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-            g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-            z = tl.load(x0_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+            offs, mask, a, g, z = load3(xa_ptr, g_ptr, x0_ptr, base, start, D, BLOCK, True)
             v = a + step * g - z
             acc += v * v
         dn = tl.sqrt(tl.sum(acc, axis=0))
         f = eps / tl.maximum(dn, eps)
     for start in range(0, D, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < D
-        a = tl.load(xa_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
-        z = tl.load(x0_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+        offs, mask, a, g, z = load3(xa_ptr, g_ptr, x0_ptr, base, start, D, BLOCK, True)
         if NORM == 1:
             sg = tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, g))  # sign(0) = 0; NaN stays NaN
             d = clamp(a + step_size * sg - z, -eps, eps)
