@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1
 DEPS := numpy pytest pytest-benchmark expecttest setuptools wheel ninja
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
-.PHONY: venv build test wheel wheel-check cmake-check bench ci clean
+.PHONY: venv build test wheel wheel-check cmake-check bench ci gpu-check clean
 
 venv: $(VENV)/.deps
 $(VENV)/.deps: Makefile
@@ -48,6 +48,15 @@ bench: build
 	$(PY) -m pytest benchmarks/bench_ops.py -q -p no:randomly --benchmark-min-rounds=20
 
 ci: test wheel-check cmake-check
+
+# On a lent GPU machine, whose python3 already holds torch, triton, pytest and
+# pytest-benchmark (carry an expecttest wheel for opcheck): build there, run every
+# gpu-marked test (the cuda/triton cases of the op tests and tests/test_gpu.py), then
+# the op benchmarks, which write benchmarks/results/ops-gpu-*.{md,json}.
+gpu-check:
+	python3 -m pip install -q --no-build-isolation --no-deps -e .
+	python3 -m pytest -q -m gpu tests
+	python3 -m pytest -q benchmarks/bench_ops.py
 
 clean:
 	rm -rf build dist wheel-test cmake-build *.egg-info gatfast/*.so
