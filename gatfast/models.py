@@ -1,0 +1,122 @@
+"""Classifiers for GAT training. All take images in [0, 1] and normalise inside, so
+attacks and perturbation bounds always work in pixel space.
+
+- SmallCNN: for 28x28 grey (MNIST-sized) input, also 32x32.
+- PreActResNet18 and WideResNet (28-10 by default): for 32x32 colour input.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, with mean and std as buffers (saved with the model)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std must have one value per channel, got {len(mean)} and {len(std)}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be > 0, got {tuple(std)}")
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """Four 3x3 convolutions in two pooled stages and two linear layers."""
+
+    def __init__(self, in_channels=1, num_classes=10, image_size=28, mean=MNIST_MEAN, std=MNIST_STD):
+        super().__init__()
+        if image_size % 4:
+            raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        self.normalize = Normalize(mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 200), nn.ReLU(), nn.Linear(200, num_classes)
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(self.normalize(x)))
+
+
+class _PreActBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        return self.conv2(F.relu(self.bn2(out))) + skip
+
+
+class PreActResNet18(nn.Module):
+    """Pre-activation ResNet-18 (He et al. 2016) for 32x32 input."""
+
+    def __init__(self, in_channels=3, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        stages, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            stages += [_PreActBlock(cin, cout, stride), _PreActBlock(cout, cout, 1)]
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(512)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.stages(self.stem(self.normalize(x)))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class WideResNet(nn.Module):
+    """Wide ResNet (Zagoruyko and Komodakis 2016), depth 28 and width 10 by default."""
+
+    def __init__(self, depth=28, widen=10, in_channels=3, num_classes=10, mean=CIFAR_MEAN, std=CIFAR_STD):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"depth must be 6n + 4, got {depth}")
+        n = (depth - 4) // 6
+        widths = (16, 16 * widen, 32 * widen, 64 * widen)
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks, cin = [], widths[0]
+        for cout, stride in zip(widths[1:], (1, 2, 2)):
+            for i in range(n):
+                blocks.append(_PreActBlock(cin, cout, stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.blocks(self.stem(self.normalize(x)))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+MODELS = {"small_cnn": SmallCNN, "preact_resnet18": PreActResNet18, "wide_resnet": WideResNet}
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """A classifier by name (see MODELS)."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}; got {name!r}")
+    return MODELS[name](**kwargs)
