@@ -85,3 +85,51 @@ def clean_adv_loss(logits_clean, logits_adv, target, alpha=0.5):
     correct_clean = (lc.argmax(1) == target).sum()
     correct_adv = (la.argmax(1) == target).sum()
     return loss, correct_clean, correct_adv
+
+
+# ---- the GAT step, written plainly (the oracle and the baseline of gatfast.step) -------------
+
+def _trainable(module):
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, alpha, c_g):
+    """The gradients of L_C for the classifier and L_G for the generator, both at the
+    current parameters, with ordinary autograd and no gatfast op: what GATStep computes.
+    perturb_norm: "linf", "l2", or None for the penalty bound (box clamp only)."""
+    params_c, params_g = _trainable(classifier), _trainable(generator)
+    x0 = x.detach()
+    x_in = x0.clone().requires_grad_(True)
+    ce_clean = F.cross_entropy(classifier(x_in), y)
+    (g,) = torch.autograd.grad(ce_clean, [x_in], retain_graph=True)
+    x_adv, sq = perturb(x0, generator(x0, g.detach()), eps, perturb_norm, with_sq=True)
+    ce_adv = F.cross_entropy(classifier(x_adv), y)
+    loss_c = alpha * ce_clean + (1 - alpha) * ce_adv
+    loss_g = -ce_adv + c_g * sq.mean()
+    grads_c = torch.autograd.grad(loss_c, params_c, retain_graph=True, allow_unused=True)
+    grads_g = torch.autograd.grad(loss_g, params_g, allow_unused=True)
+    return list(grads_c), list(grads_g)
+
+
+def gat_step_literal(classifier, generator, opt_classifier, opt_generator, x, y, eps, perturb_norm, alpha, c_g):
+    """The paper's alternating algorithm: update the generator against the current
+    classifier, then the classifier against the updated generator's examples (about
+    four classifier forwards and three backwards). The baseline for tests and benchmarks."""
+    x0 = x.detach()
+    x_in = x0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(classifier(x_in), y), [x_in])
+    g = g.detach()
+    # Generator update.
+    x_adv, sq = perturb(x0, generator(x0, g), eps, perturb_norm, with_sq=True)
+    loss_g = -F.cross_entropy(classifier(x_adv), y) + c_g * sq.mean()
+    opt_generator.zero_grad(set_to_none=True)
+    loss_g.backward(inputs=_trainable(generator))
+    opt_generator.step()
+    # Classifier update, on the updated generator's perturbation.
+    with torch.no_grad():
+        x_adv, _ = perturb(x0, generator(x0, g), eps, perturb_norm)
+    loss_c = alpha * F.cross_entropy(classifier(x0), y) + (1 - alpha) * F.cross_entropy(classifier(x_adv), y)
+    opt_classifier.zero_grad(set_to_none=True)
+    loss_c.backward(inputs=_trainable(classifier))
+    opt_classifier.step()
+    return {"loss_classifier": loss_c.detach(), "loss_generator": loss_g.detach()}

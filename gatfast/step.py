@@ -1,0 +1,159 @@
+"""GATStep: one fused generator-defender update of the Generative Adversarial Trainer.
+
+Math (DESIGN.md, "The fused GAT step"), with classifier C, generator G and batch (x, y):
+  g     = d CE(C(x), y) / dx
+  x_adv = perturb(x, G(x, g), eps, norm)
+  L_C   = alpha * CE(C(x), y) + (1 - alpha) * CE(C(x_adv), y)
+  L_G   = -CE(C(x_adv), y) + c_g * mean ||x_adv - x||^2
+Both optimisers step on gradients taken at the same parameters (a simultaneous update),
+with two classifier forwards and two backwards:
+  pass 1: one backward of alpha * CE(C(x), y) gives C's clean-term gradients and g;
+  pass 2: one backward of (1 - alpha) * CE(C(x_adv), y) + c_g * penalty gives C its
+          adversarial term and G exactly dL_G/dtheta_G, because perturb multiplies the
+          gradient reaching delta through x_adv by -1 / (1 - alpha) (and leaves the one
+          through the penalty alone).
+alpha = 1 leaves C no adversarial term; then pass 2 differentiates L_G for G alone.
+
+BatchNorm: both passes run the classifier in training mode, so running statistics are
+updated twice per step, first with the clean batch and then with the adversarial one
+(as the literal algorithm's defender forward would).
+
+AMP: amp="bf16" runs both networks under autocast in bfloat16; amp="fp16" in float16
+with a GradScaler (both passes' losses are scaled by the same factor; a step whose
+gradients overflow is skipped by both optimisers and the scale shrinks). The losses
+are computed in float32 either way. CUDA-graph capture and the fused loss kernel in the
+step are the next steps of issue 3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatfast import _checks, ops
+from gatfast.generators import PerturbationGenerator
+
+
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Autocast's half-precision logits as float32 for the loss; float32/float64 as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _params(module: nn.Module) -> list[torch.Tensor]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+class GATStep:
+    """One call of `step(x, y)` performs a whole GAT update and returns 0-dim device
+    tensors (no host synchronisation): loss_classifier, loss_generator, acc_clean,
+    acc_adv, perturbation_norm (mean L2 norm of x_adv - x)."""
+
+    def __init__(self, classifier: nn.Module, generator: PerturbationGenerator, opt_classifier, opt_generator, *,
+                 eps: float, norm: str = "linf", alpha: float = 0.5, c_g: float = 0.0, amp: str | None = None,
+                 grad_scaler: torch.amp.GradScaler | None = None):
+        if not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        if not isinstance(generator, PerturbationGenerator):
+            raise TypeError(f"generator must be a gatfast.generators.PerturbationGenerator, got {type(generator).__name__}")
+        self.eps = _checks.positive(eps, "eps")
+        self.norm = _checks.norm(norm, allow_none=False)
+        if generator.bound in ("linf", "l2") and generator.bound != self.norm:
+            raise ValueError(f"norm {self.norm!r} does not match the generator's bound {generator.bound!r}")
+        self.alpha = _checks.alpha(alpha)
+        self.c_g = _checks.finite(c_g, "c_g")
+        if self.c_g < 0:
+            raise ValueError(f"c_g must be >= 0, got {self.c_g}")
+        self.classifier, self.generator = classifier, generator
+        self.opt_classifier, self.opt_generator = opt_classifier, opt_generator
+        # The penalty bound is the paper's soft one: no projection, the box clamp only.
+        self._perturb_norm = None if generator.bound == "penalty" else self.norm
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        if grad_scaler is not None and amp != "fp16":
+            raise ValueError("grad_scaler is for amp='fp16' only")
+        self.amp = amp
+        self.grad_scaler = grad_scaler  # made on the first fp16 step, for the batch's device
+
+    def _autocast(self, device: torch.device):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def _scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss if self.amp != "fp16" else self.grad_scaler.scale(loss)
+
+    def _check_batch(self, x, y):
+        _checks.tensor(x, "x")
+        if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != x.shape[:1]:
+            raise ValueError(f"y must be int64 class labels of shape ({x.shape[0]},), got "
+                             f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """The step's gradients (classifier, generator) and metrics, without stepping.
+        Under amp="fp16" the gradients are multiplied by the GradScaler's scale."""
+        self._check_batch(x, y)
+        C, G, alpha = self.classifier, self.generator, self.alpha
+        params_c, params_g = _params(C), _params(G)
+        y = y.long()
+        if self.amp == "fp16" and self.grad_scaler is None:
+            self.grad_scaler = torch.amp.GradScaler(x.device.type)
+
+        # Pass 1: C's clean-term gradients and the input gradient, from one backward.
+        x_in = x.detach().requires_grad_(True)
+        with self._autocast(x.device):
+            logits_clean = C(x_in)
+        ce_clean = F.cross_entropy(_full_precision(logits_clean), y)
+        if alpha > 0:
+            grads = torch.autograd.grad(self._scale(alpha * ce_clean), [x_in] + params_c, allow_unused=True)
+            g, grads_c = grads[0], list(grads[1:])
+        else:
+            (g,) = torch.autograd.grad(self._scale(ce_clean), [x_in])
+            grads_c = [None] * len(params_c)
+
+        # Pass 2: the adversarial term for C and the whole generator gradient, from one backward.
+        x0 = x.detach()
+        with self._autocast(x.device):
+            delta = G(x0, g.detach()).to(x0.dtype)  # the perturbation is applied in the input's dtype
+        grad_scale = -1.0 / (1.0 - alpha) if alpha < 1 else 1.0
+        x_adv, sq_norm = ops.perturb_with_norm(x0, delta, self.eps, self._perturb_norm, grad_scale=grad_scale)
+        with self._autocast(x.device):
+            logits_adv = C(x_adv)
+        ce_adv = F.cross_entropy(_full_precision(logits_adv), y)
+        penalty = sq_norm.mean()
+        if alpha < 1:
+            loss2 = (1 - alpha) * ce_adv + self.c_g * penalty
+            grads2 = torch.autograd.grad(self._scale(loss2), params_c + params_g, allow_unused=True)
+            grads_adv_c, grads_g = grads2[: len(params_c)], list(grads2[len(params_c):])
+            grads_c = [a if b is None else (b if a is None else a + b) for a, b in zip(grads_c, grads_adv_c)]
+        else:
+            grads_g = list(torch.autograd.grad(self._scale(-ce_adv + self.c_g * penalty), params_g, allow_unused=True))
+
+        with torch.no_grad():
+            metrics = {
+                "loss_classifier": (alpha * ce_clean + (1 - alpha) * ce_adv).detach(),
+                "loss_generator": (-ce_adv + self.c_g * penalty).detach(),
+                "acc_clean": (logits_clean.argmax(1) == y).float().mean(),
+                "acc_adv": (logits_adv.argmax(1) == y).float().mean(),
+                "perturbation_norm": sq_norm.sqrt().mean(),
+            }
+        return grads_c, grads_g, metrics
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One simultaneous update of both networks; returns the metrics."""
+        grads_c, grads_g, metrics = self.gradients(x, y)
+        for params, grads in ((_params(self.classifier), grads_c), (_params(self.generator), grads_g)):
+            for p, grad in zip(params, grads):
+                p.grad = grad
+        if self.amp == "fp16":  # unscale, skip both optimisers on inf/NaN, adjust the scale
+            self.grad_scaler.step(self.opt_classifier)
+            self.grad_scaler.step(self.opt_generator)
+            self.grad_scaler.update()
+        else:
+            self.opt_classifier.step()
+            self.opt_generator.step()
+        self.opt_classifier.zero_grad(set_to_none=True)
+        self.opt_generator.zero_grad(set_to_none=True)
+        return metrics

@@ -1,0 +1,182 @@
+"""The fused GAT step against the same simultaneous update in plain autograd (float64,
+CPU), for every generator input and bound, several alphas and c_g; BatchNorm; bad config."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import gatfast
+from gatfast import generators, reference
+from gatfast.generators import PerturbationGenerator
+from gatfast.step import GATStep
+from conftest import cpu_backends
+
+EPS = 0.3
+
+
+def tiny_classifier(batchnorm=False):
+    layers = [nn.Conv2d(1, 4, 3, padding=1)] + ([nn.BatchNorm2d(4)] if batchnorm else []) + [
+        nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)]
+    return nn.Sequential(*layers).double()
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(6, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 10, (6,), generator=g)
+
+
+def networks(bound, input_kind, batchnorm=False, seed=0):
+    torch.manual_seed(seed)
+    gen = PerturbationGenerator(1, EPS, bound=bound, input=input_kind, width=4, blocks=1).double()
+    with torch.no_grad():
+        gen.tail.weight.mul_(20)  # a generator that perturbs enough to matter
+    return tiny_classifier(batchnorm), gen
+
+
+def step_with_reference(clf, gen, x, y, norm, alpha, c_g, lr=0.1):
+    grads_c, grads_g = reference.gat_gradients_simultaneous(clf, gen, x, y, EPS, norm, alpha, c_g)
+    with torch.no_grad():
+        for module, grads in ((clf, grads_c), (gen, grads_g)):
+            for p, gr in zip([p for p in module.parameters() if p.requires_grad], grads):
+                if gr is not None:
+                    p -= lr * gr
+
+
+def _perturb_norm(bound):
+    return None if bound == "penalty" else bound
+
+
+@pytest.mark.parametrize("backend", cpu_backends()[:2])  # torch and cpp: the ones with float64
+@pytest.mark.parametrize("input_kind", generators.INPUTS)
+@pytest.mark.parametrize("bound", generators.BOUNDS)
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 1.0])
+@pytest.mark.parametrize("c_g", [0.0, 0.7])
+def test_fused_step_equals_plain_simultaneous_update(backend, input_kind, bound, alpha, c_g):
+    clf, gen = networks(bound, input_kind)
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch()
+    norm = "l2" if bound == "l2" else "linf"
+    step = GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+                   eps=EPS, norm=norm, alpha=alpha, c_g=c_g)
+    with gatfast.use_backend(backend):
+        metrics = step.step(x, y)
+    step_with_reference(clf_ref, gen_ref, x, y, _perturb_norm(bound), alpha, c_g)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    moved = sum((a - b).abs().sum() for a, b in zip(gen.parameters(), networks(bound, input_kind)[1].parameters()))
+    assert moved > 0  # the generator really was updated
+    assert set(metrics) == {"loss_classifier", "loss_generator", "acc_clean", "acc_adv", "perturbation_norm"}
+    assert all(v.dim() == 0 for v in metrics.values())
+
+
+def test_batchnorm_running_statistics_see_both_passes():
+    """Each step runs the classifier twice in training mode: the clean batch, then the
+    adversarial one; the running statistics match the plain algorithm's."""
+    clf, gen = networks("linf", "image+grad", batchnorm=True)
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch(1)
+    GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+            eps=EPS, alpha=0.5, c_g=0.1).step(x, y)
+    step_with_reference(clf_ref, gen_ref, x, y, "linf", 0.5, 0.1)
+    bn, bn_ref = clf[1], clf_ref[1]
+    assert int(bn.num_batches_tracked) == 2
+    torch.testing.assert_close(bn.running_mean, bn_ref.running_mean)
+    torch.testing.assert_close(bn.running_var, bn_ref.running_var)
+    for a, b in zip(clf.parameters(), clf_ref.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_literal_algorithm_runs_and_updates_both():
+    clf, gen = networks("linf", "grad")
+    before = [p.clone() for p in list(clf.parameters()) + list(gen.parameters())]
+    x, y = batch(2)
+    out = reference.gat_step_literal(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1),
+                                     torch.optim.SGD(gen.parameters(), lr=0.1), x, y, EPS, "linf", 0.5, 0.0)
+    after = list(clf.parameters()) + list(gen.parameters())
+    assert all((a - b).abs().sum() > 0 for a, b in zip(after, before))
+    assert torch.isfinite(out["loss_classifier"]) and torch.isfinite(out["loss_generator"])
+
+
+def test_bad_step_configuration():
+    clf, gen = networks("linf", "grad")
+    opts = (torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="norm 'l2' does not match the generator's bound 'linf'"):
+        GATStep(clf, gen, *opts, eps=EPS, norm="l2")
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        GATStep(clf, gen, *opts, eps=EPS, alpha=1.5)
+    with pytest.raises(ValueError, match="c_g must be >= 0"):
+        GATStep(clf, gen, *opts, eps=EPS, c_g=-1)
+    with pytest.raises(ValueError, match="eps must be finite and > 0"):
+        GATStep(clf, gen, *opts, eps=0)
+    with pytest.raises(TypeError, match="generator must be a gatfast.generators.PerturbationGenerator"):
+        GATStep(clf, nn.Linear(2, 2), *opts, eps=EPS)
+    step = GATStep(clf, gen, *opts, eps=EPS)
+    with pytest.raises(ValueError, match="y must be int64 class labels of shape"):
+        step.step(batch()[0], torch.zeros(6))
+
+
+def _float_networks(seed=0):
+    clf, gen = networks("linf", "image+grad", seed=seed)
+    return clf.float(), gen.float()
+
+
+def _update(amp, seed=0, scaler=None):
+    clf, gen = _float_networks(seed)
+    before = torch.cat([p.detach().flatten().clone() for p in clf.parameters()])
+    x, y = batch(3)
+    step = GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+                   eps=EPS, alpha=0.5, amp=amp, grad_scaler=scaler)
+    metrics = step.step(x.float(), y)
+    after = torch.cat([p.detach().flatten() for p in clf.parameters()])
+    return after - before, metrics, step
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_step_follows_the_float32_step(amp):
+    reference_update, _, _ = _update(None)
+    update, metrics, _ = _update(amp)
+    assert torch.isfinite(update).all() and all(torch.isfinite(v) for v in metrics.values())
+    cosine = torch.nn.functional.cosine_similarity(update, reference_update, dim=0)
+    assert cosine > 0.98, float(cosine)
+    assert 0.8 < float(update.norm() / reference_update.norm()) < 1.25  # the fp16 scale was undone
+
+
+def test_fp16_overflow_skips_the_step_and_shrinks_the_scale():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**100)
+    update, _, step = _update("fp16", scaler=scaler)
+    assert update.abs().max() == 0  # both optimisers skipped
+    assert step.grad_scaler.get_scale() == 2.0**99
+
+
+def test_bad_amp_configuration():
+    clf, gen = _float_networks()
+    opts = (torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="amp must be None, 'bf16' or 'fp16'"):
+        GATStep(clf, gen, *opts, eps=EPS, amp="fp8")
+    with pytest.raises(ValueError, match="grad_scaler is for amp='fp16' only"):
+        GATStep(clf, gen, *opts, eps=EPS, amp="bf16", grad_scaler=torch.amp.GradScaler("cpu"))
+
+
+def test_compiled_step_matches_eager():
+    """torch.compile of the whole step (graph breaks allowed: autograd.grad and the
+    optimisers run between graphs) gives the eager step's updates over two steps."""
+    torch._dynamo.reset()
+    clf, gen = _float_networks()
+    clf2, gen2 = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch(3)
+    x = x.float()
+
+    def make(c, g):
+        return GATStep(c, g, torch.optim.SGD(c.parameters(), lr=0.1), torch.optim.SGD(g.parameters(), lr=0.1),
+                       eps=EPS, alpha=0.5, c_g=0.1)
+
+    eager, compiled = make(clf, gen), torch.compile(make(clf2, gen2).step)
+    for _ in range(2):
+        m_eager, m_compiled = eager.step(x, y), compiled(x, y)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()), list(clf2.parameters()) + list(gen2.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for k in m_eager:
+        torch.testing.assert_close(m_eager[k], m_compiled[k], atol=1e-5, rtol=1e-5)
