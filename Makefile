@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1
-DEPS := numpy pytest pytest-benchmark expecttest setuptools wheel ninja
+DEPS := numpy mlxtend scikit-learn pytest pytest-benchmark expecttest setuptools wheel ninja
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
 .PHONY: venv build test wheel wheel-check cmake-check bench ci gpu-check clean
