@@ -89,7 +89,8 @@ def clean_adv_loss(logits_clean, logits_adv, target, alpha=0.5):
 
 # ---- the GAT step, written plainly (the oracle and the baseline of gatfast.step) -------------
 
-def _trainable(module):
+def trainable_parameters(module):
+    """The parameters an optimiser updates, in the order the GAT steps pair them with gradients."""
     return [p for p in module.parameters() if p.requires_grad]
 
 
@@ -97,7 +98,7 @@ def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, a
     """The gradients of L_C for the classifier and L_G for the generator, both at the
     current parameters, with ordinary autograd and no gatfast op: what GATStep computes.
     perturb_norm: "linf", "l2", or None for the penalty bound (box clamp only)."""
-    params_c, params_g = _trainable(classifier), _trainable(generator)
+    params_c, params_g = trainable_parameters(classifier), trainable_parameters(generator)
     x0 = x.detach()
     x_in = x0.clone().requires_grad_(True)
     ce_clean = F.cross_entropy(classifier(x_in), y)
@@ -123,13 +124,13 @@ def gat_step_literal(classifier, generator, opt_classifier, opt_generator, x, y,
     x_adv, sq = perturb(x0, generator(x0, g), eps, perturb_norm, with_sq=True)
     loss_g = -F.cross_entropy(classifier(x_adv), y) + c_g * sq.mean()
     opt_generator.zero_grad(set_to_none=True)
-    loss_g.backward(inputs=_trainable(generator))
+    loss_g.backward(inputs=trainable_parameters(generator))
     opt_generator.step()
     # Classifier update, on the updated generator's perturbation.
     with torch.no_grad():
         x_adv, _ = perturb(x0, generator(x0, g), eps, perturb_norm)
     loss_c = alpha * F.cross_entropy(classifier(x0), y) + (1 - alpha) * F.cross_entropy(classifier(x_adv), y)
     opt_classifier.zero_grad(set_to_none=True)
-    loss_c.backward(inputs=_trainable(classifier))
+    loss_c.backward(inputs=trainable_parameters(classifier))
     opt_classifier.step()
     return {"loss_classifier": loss_c.detach(), "loss_generator": loss_g.detach()}

@@ -34,16 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatfast import _checks, ops
+from gatfast.reference import trainable_parameters as _params
 from gatfast.generators import PerturbationGenerator
 
 
 def _full_precision(t: torch.Tensor) -> torch.Tensor:
     """Autocast's half-precision logits as float32 for the loss; float32/float64 as they are."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _params(module: nn.Module) -> list[torch.Tensor]:
-    return [p for p in module.parameters() if p.requires_grad]
 
 
 class GATStep:
