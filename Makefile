@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1
-DEPS := numpy mlxtend scikit-learn pytest pytest-benchmark expecttest setuptools wheel ninja
+VISION_SPEC ?= torchvision==0.29.1
+DEPS := numpy safetensors tqdm mlxtend scikit-learn scipy pytest pytest-benchmark expecttest setuptools wheel ninja
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
 .PHONY: venv build test wheel wheel-check cmake-check bench ci gpu-check clean
@@ -12,7 +13,7 @@ export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 venv: $(VENV)/.deps
 $(VENV)/.deps: Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)" $(DEPS)
+	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(VISION_SPEC)" $(DEPS)
 	touch $@
 
 # The C++ extension (CPU kernels; CUDA kernels when the toolkit is found), in place.

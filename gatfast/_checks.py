@@ -50,6 +50,15 @@ def positive(value, name: str) -> float:
     return value
 
 
+def count(value, name: str, minimum: int = 1) -> int:
+    """A Python int >= minimum (steps, sizes, epochs)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def finite(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

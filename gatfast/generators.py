@@ -5,6 +5,10 @@ Bounds: `linf` gives eps * tanh(raw); `l2` projects raw onto the L2 ball of radi
 `penalty` leaves delta unbounded (the paper's soft bound: the training loss adds
 c_g * ||delta||^2 and perturb clamps to the box only). The network keeps the spatial
 size, so one generator fits 28x28 grey and 32x32 colour input alike.
+
+latent_dim > 0 adds a random code z ~ N(0, I), drawn anew on every call and broadcast
+over the image as extra input channels, so one (x, grad) can map to many perturbations
+(the diversity that learned attackers such as L2L-DA rely on).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class PerturbationGenerator(nn.Module):
     """delta = bound(net(input)), with input the normalised gradient, the image, or both."""
 
     def __init__(self, in_channels: int, eps: float, *, bound: str = "linf", input: str = "grad",
-                 width: int = 32, blocks: int = 2):
+                 width: int = 32, blocks: int = 2, latent_dim: int = 0):
         super().__init__()
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
@@ -48,13 +52,12 @@ class PerturbationGenerator(nn.Module):
             raise ValueError(f"bound must be one of {', '.join(BOUNDS)}; got {bound!r}")
         if input not in INPUTS:
             raise ValueError(f"input must be one of {', '.join(INPUTS)}; got {input!r}")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive int, got {width!r}")
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-            raise ValueError(f"blocks must be an int >= 0, got {blocks!r}")
+        width = _checks.count(width, "width")
+        blocks = _checks.count(blocks, "blocks", 0)
+        self.latent_dim = _checks.count(latent_dim, "latent_dim", 0)
         self.eps = _checks.positive(eps, "eps")
         self.bound, self.input, self.in_channels = bound, input, in_channels
-        channels_in = in_channels * (2 if input == "image+grad" else 1)
+        channels_in = in_channels * (2 if input == "image+grad" else 1) + self.latent_dim
         self.head = nn.Conv2d(channels_in, width, 3, padding=1)
         self.body = nn.Sequential(*[_ResidualBlock(width) for _ in range(blocks)])
         self.tail = nn.Conv2d(width, in_channels, 3, padding=1)
@@ -74,6 +77,9 @@ class PerturbationGenerator(nn.Module):
             parts.append(2 * x - 1)  # [0, 1] images centred
         if needs_grad:
             parts.append(normalize_per_sample(grad))
+        if self.latent_dim:
+            z = torch.randn(x.shape[0], self.latent_dim, 1, 1, device=x.device, dtype=x.dtype)
+            parts.append(z.expand(-1, -1, *x.shape[2:]))
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
     def forward(self, x: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:

@@ -94,17 +94,24 @@ def trainable_parameters(module):
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, alpha, c_g):
+def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, alpha, c_g, generator_steps=1):
     """The gradients of L_C for the classifier and L_G for the generator, both at the
     current parameters, with ordinary autograd and no gatfast op: what GATStep computes.
-    perturb_norm: "linf", "l2", or None for the penalty bound (box clamp only)."""
+    perturb_norm: "linf", "l2", or None for the penalty bound (box clamp only).
+    generator_steps > 1: G is applied again at each x_t with a fresh input gradient there."""
     params_c, params_g = trainable_parameters(classifier), trainable_parameters(generator)
     x0 = x.detach()
     x_in = x0.clone().requires_grad_(True)
     ce_clean = F.cross_entropy(classifier(x_in), y)
     (g,) = torch.autograd.grad(ce_clean, [x_in], retain_graph=True)
-    x_adv, sq = perturb(x0, generator(x0, g.detach()), eps, perturb_norm, with_sq=True)
-    ce_adv = F.cross_entropy(classifier(x_adv), y)
+    x_t = x0
+    for t in range(generator_steps):
+        if t > 0:
+            x_leaf = x_t.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(F.cross_entropy(classifier(x_leaf), y), [x_leaf])
+        total = generator(x_t, g.detach()) + (x_t - x0 if t > 0 else 0)
+        x_t, sq = perturb(x0, total, eps, perturb_norm, with_sq=True)
+    ce_adv = F.cross_entropy(classifier(x_t), y)
     loss_c = alpha * ce_clean + (1 - alpha) * ce_adv
     loss_g = -ce_adv + c_g * sq.mean()
     grads_c = torch.autograd.grad(loss_c, params_c, retain_graph=True, allow_unused=True)

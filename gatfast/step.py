@@ -14,6 +14,16 @@ with two classifier forwards and two backwards:
           through the penalty alone).
 alpha = 1 leaves C no adversarial term; then pass 2 differentiates L_G for G alone.
 
+Learned multi-step attack (generator_steps = T > 1, as in L2L): the generator is applied
+T times, each time to the current adversarial image and a fresh input gradient there:
+  x_0 = x;  x_t = perturb(x, (x_{t-1} - x) + G(x_{t-1}, g_t), eps, norm),
+  g_t = d CE(C(x_{t-1}), y) / d x_{t-1}  (a constant for G, like the gradient in pass 1).
+Steps 1..T-1 cost one extra classifier forward and input-only backward each (none for
+generator input "image"); pass 2 runs on x_T and gives G its gradient through all T
+outputs (only the last perturb carries grad_scale, so the sign flip is applied once).
+generator_updates = k > 1 adds k - 1 generator-only updates against the current
+classifier before the simultaneous one (the literal algorithm's order, more often).
+
 BatchNorm: both passes run the classifier in training mode, so running statistics are
 updated twice per step, first with the clean batch and then with the adversarial one
 (as the literal algorithm's defender forward would).
@@ -49,7 +59,8 @@ class GATStep:
     acc_adv, perturbation_norm (mean L2 norm of x_adv - x)."""
 
     def __init__(self, classifier: nn.Module, generator: PerturbationGenerator, opt_classifier, opt_generator, *,
-                 eps: float, norm: str = "linf", alpha: float = 0.5, c_g: float = 0.0, amp: str | None = None,
+                 eps: float, norm: str = "linf", alpha: float = 0.5, c_g: float = 0.0,
+                 generator_steps: int = 1, generator_updates: int = 1, amp: str | None = None,
                  grad_scaler: torch.amp.GradScaler | None = None):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
@@ -63,6 +74,8 @@ class GATStep:
         self.c_g = _checks.finite(c_g, "c_g")
         if self.c_g < 0:
             raise ValueError(f"c_g must be >= 0, got {self.c_g}")
+        self.generator_steps = _checks.count(generator_steps, "generator_steps")
+        self.generator_updates = _checks.count(generator_updates, "generator_updates")
         self.classifier, self.generator = classifier, generator
         self.opt_classifier, self.opt_generator = opt_classifier, opt_generator
         # The penalty bound is the paper's soft one: no projection, the box clamp only.
@@ -73,6 +86,13 @@ class GATStep:
             raise ValueError("grad_scaler is for amp='fp16' only")
         self.amp = amp
         self.grad_scaler = grad_scaler  # made on the first fp16 step, for the batch's device
+        # Set by a training engine, None for plain use (no host synchronisation then):
+        # step_guard(finite: 0-dim bool tensor) -> bool decides whether the optimisers
+        # step (gatfast.train skips non-finite steps); gradient_hook() runs once the
+        # gradients sit in .grad, before the optimisers (gatfast.train averages them
+        # across processes there).
+        self.step_guard = None
+        self.gradient_hook = None
 
     def _autocast(self, device: torch.device):
         if self.amp is None:
@@ -87,16 +107,38 @@ class GATStep:
         if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != x.shape[:1]:
             raise ValueError(f"y must be int64 class labels of shape ({x.shape[0]},), got "
                              f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+        if self.amp == "fp16" and self.grad_scaler is None:
+            self.grad_scaler = torch.amp.GradScaler(x.device.type)
+
+    def _input_gradient(self, x_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """d CE(C(x_t), y) / d x_t, a constant for everything downstream (input-only backward)."""
+        x_in = x_t.detach().requires_grad_(True)
+        with self._autocast(x_t.device):
+            logits = self.classifier(x_in)
+        (g,) = torch.autograd.grad(self._scale(F.cross_entropy(_full_precision(logits), y)), [x_in])
+        return g
+
+    def _adversarial(self, x0: torch.Tensor, y: torch.Tensor, g: torch.Tensor, grad_scale: float):
+        """x_adv and its squared distance to x0 after generator_steps applications of G,
+        differentiable in G's parameters; only the last perturb carries grad_scale."""
+        x_t = x0
+        for t in range(self.generator_steps):
+            if t > 0 and self.generator.input != "image":
+                g = self._input_gradient(x_t, y)
+            with self._autocast(x0.device):
+                delta = self.generator(x_t, g.detach()).to(x0.dtype)  # perturb in the input's dtype
+            total = delta if t == 0 else (x_t - x0) + delta
+            if t == self.generator_steps - 1:
+                return ops.perturb_with_norm(x0, total, self.eps, self._perturb_norm, grad_scale=grad_scale)
+            x_t = ops.perturb(x0, total, self.eps, self._perturb_norm)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor):
         """The step's gradients (classifier, generator) and metrics, without stepping.
         Under amp="fp16" the gradients are multiplied by the GradScaler's scale."""
         self._check_batch(x, y)
-        C, G, alpha = self.classifier, self.generator, self.alpha
-        params_c, params_g = _params(C), _params(G)
+        C, alpha = self.classifier, self.alpha
+        params_c, params_g = _params(C), _params(self.generator)
         y = y.long()
-        if self.amp == "fp16" and self.grad_scaler is None:
-            self.grad_scaler = torch.amp.GradScaler(x.device.type)
 
         # Pass 1: C's clean-term gradients and the input gradient, from one backward.
         x_in = x.detach().requires_grad_(True)
@@ -112,10 +154,8 @@ class GATStep:
 
         # Pass 2: the adversarial term for C and the whole generator gradient, from one backward.
         x0 = x.detach()
-        with self._autocast(x.device):
-            delta = G(x0, g.detach()).to(x0.dtype)  # the perturbation is applied in the input's dtype
         grad_scale = -1.0 / (1.0 - alpha) if alpha < 1 else 1.0
-        x_adv, sq_norm = ops.perturb_with_norm(x0, delta, self.eps, self._perturb_norm, grad_scale=grad_scale)
+        x_adv, sq_norm = self._adversarial(x0, y, g, grad_scale)
         with self._autocast(x.device):
             logits_adv = C(x_adv)
         ce_adv = F.cross_entropy(_full_precision(logits_adv), y)
@@ -138,19 +178,48 @@ class GATStep:
             }
         return grads_c, grads_g, metrics
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One simultaneous update of both networks; returns the metrics."""
-        grads_c, grads_g, metrics = self.gradients(x, y)
-        for params, grads in ((_params(self.classifier), grads_c), (_params(self.generator), grads_g)):
-            for p, grad in zip(params, grads):
+    def generator_gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """dL_G/dtheta_G alone, against the current classifier (a generator-only update)."""
+        self._check_batch(x, y)
+        y = y.long()
+        x0 = x.detach()
+        x_adv, sq_norm = self._adversarial(x0, y, self._input_gradient(x0, y), 1.0)
+        with self._autocast(x.device):
+            logits_adv = self.classifier(x_adv)
+        loss_g = -F.cross_entropy(_full_precision(logits_adv), y) + self.c_g * sq_norm.mean()
+        grads = list(torch.autograd.grad(self._scale(loss_g), _params(self.generator), allow_unused=True))
+        return grads, loss_g.detach()
+
+    def _apply(self, pairs, losses):
+        if self.step_guard is not None and not self.step_guard(torch.stack([l.isfinite() for l in losses]).all()):
+            return False
+        for module, grads, _ in pairs:
+            for p, grad in zip(_params(module), grads):
                 p.grad = grad
-        if self.amp == "fp16":  # unscale, skip both optimisers on inf/NaN, adjust the scale
-            self.grad_scaler.step(self.opt_classifier)
-            self.grad_scaler.step(self.opt_generator)
+        if self.gradient_hook is not None:
+            self.gradient_hook()
+        if self.amp == "fp16":  # unscale, skip the optimisers on inf/NaN, adjust the scale
+            for _, _, opt in pairs:
+                self.grad_scaler.step(opt)
             self.grad_scaler.update()
         else:
-            self.opt_classifier.step()
-            self.opt_generator.step()
-        self.opt_classifier.zero_grad(set_to_none=True)
-        self.opt_generator.zero_grad(set_to_none=True)
+            for _, _, opt in pairs:
+                opt.step()
+        for _, _, opt in pairs:
+            opt.zero_grad(set_to_none=True)
+        return True
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """generator_updates - 1 generator-only updates, then one simultaneous update of
+        both networks; returns the metrics of the simultaneous one (with `skipped` = 1.0
+        when a step_guard refused it)."""
+        for _ in range(self.generator_updates - 1):
+            grads_g, loss_g = self.generator_gradients(x, y)
+            self._apply([(self.generator, grads_g, self.opt_generator)], [loss_g])
+        grads_c, grads_g, metrics = self.gradients(x, y)
+        applied = self._apply([(self.classifier, grads_c, self.opt_classifier),
+                               (self.generator, grads_g, self.opt_generator)],
+                              [metrics["loss_classifier"], metrics["loss_generator"]])
+        if self.step_guard is not None:
+            metrics["skipped"] = torch.tensor(0.0 if applied else 1.0, device=x.device)
         return metrics

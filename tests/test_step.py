@@ -35,8 +35,8 @@ def networks(bound, input_kind, batchnorm=False, seed=0):
     return tiny_classifier(batchnorm), gen
 
 
-def step_with_reference(clf, gen, x, y, norm, alpha, c_g, lr=0.1):
-    grads_c, grads_g = reference.gat_gradients_simultaneous(clf, gen, x, y, EPS, norm, alpha, c_g)
+def step_with_reference(clf, gen, x, y, norm, alpha, c_g, lr=0.1, generator_steps=1):
+    grads_c, grads_g = reference.gat_gradients_simultaneous(clf, gen, x, y, EPS, norm, alpha, c_g, generator_steps)
     with torch.no_grad():
         for module, grads in ((clf, grads_c), (gen, grads_g)):
             for p, gr in zip([p for p in module.parameters() if p.requires_grad], grads):
@@ -70,6 +70,56 @@ def test_fused_step_equals_plain_simultaneous_update(backend, input_kind, bound,
     assert moved > 0  # the generator really was updated
     assert set(metrics) == {"loss_classifier", "loss_generator", "acc_clean", "acc_adv", "perturbation_norm"}
     assert all(v.dim() == 0 for v in metrics.values())
+
+
+@pytest.mark.parametrize("input_kind", generators.INPUTS)
+@pytest.mark.parametrize("bound", generators.BOUNDS)
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_multi_step_generator_equals_plain_update(input_kind, bound, alpha):
+    """generator_steps=3: G applied at x_0, x_1, x_2 with fresh input gradients; the
+    generator's gradient flows through all three outputs, sign-flipped once."""
+    clf, gen = networks(bound, input_kind)
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch(4)
+    norm = "l2" if bound == "l2" else "linf"
+    step = GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+                   eps=EPS, norm=norm, alpha=alpha, c_g=0.3, generator_steps=3)
+    step.step(x, y)
+    step_with_reference(clf_ref, gen_ref, x, y, _perturb_norm(bound), alpha, 0.3, generator_steps=3)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_generator_updates_run_generator_only_steps_first():
+    """generator_updates=3: two generator-only updates (plain autograd of L_G), then the
+    simultaneous update; the classifier moves once, at the end."""
+    clf, gen = networks("linf", "image+grad")
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch(5)
+    GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+            eps=EPS, alpha=0.5, c_g=0.2, generator_updates=3).step(x, y)
+    for _ in range(2):
+        _, grads_g = reference.gat_gradients_simultaneous(clf_ref, gen_ref, x, y, EPS, "linf", 0.5, 0.2)
+        with torch.no_grad():
+            for p, gr in zip(gen_ref.parameters(), grads_g):
+                p -= 0.1 * gr
+    step_with_reference(clf_ref, gen_ref, x, y, "linf", 0.5, 0.2)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_latent_code_makes_perturbations_differ_per_call():
+    torch.manual_seed(0)
+    gen = PerturbationGenerator(1, EPS, input="image+grad", width=4, blocks=1, latent_dim=4).double()
+    with torch.no_grad():
+        gen.tail.weight.mul_(20)
+    x, _ = batch()
+    g = torch.randn_like(x)
+    a, b = gen(x, g), gen(x, g)
+    assert a.abs().max() <= EPS and (a - b).abs().max() > 1e-3
+    assert gen.head.in_channels == 2 + 4
 
 
 def test_batchnorm_running_statistics_see_both_passes():
@@ -111,6 +161,10 @@ def test_bad_step_configuration():
         GATStep(clf, gen, *opts, eps=EPS, c_g=-1)
     with pytest.raises(ValueError, match="eps must be finite and > 0"):
         GATStep(clf, gen, *opts, eps=0)
+    with pytest.raises(ValueError, match="generator_steps must be >= 1"):
+        GATStep(clf, gen, *opts, eps=EPS, generator_steps=0)
+    with pytest.raises(TypeError, match="generator_updates must be an int"):
+        GATStep(clf, gen, *opts, eps=EPS, generator_updates=1.5)
     with pytest.raises(TypeError, match="generator must be a gatfast.generators.PerturbationGenerator"):
         GATStep(clf, nn.Linear(2, 2), *opts, eps=EPS)
     step = GATStep(clf, gen, *opts, eps=EPS)

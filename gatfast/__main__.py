@@ -1,0 +1,5 @@
+import sys
+
+from gatfast.cli import main
+
+sys.exit(main())

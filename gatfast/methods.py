@@ -1,0 +1,285 @@
+"""Training methods on one engine. Each method owns one training update, `step(x, y)`,
+returning 0-dim device tensors (no host synchronisation); the engine (gatfast.train)
+gives every method the same data, model, optimiser and schedule, so comparisons are fair.
+
+- standard: cross-entropy on clean inputs.
+- fgsm_rs:  FGSM from a uniform random start, step 1.25 * eps (Wong, Rice and Kolter,
+            2020), with their guard against catastrophic overfitting: after each epoch,
+            PGD accuracy on a fixed training batch; a collapse restores the best epoch's
+            weights and stops training.
+- pgd_at:   PGD with k steps from a random start, training on the adversarial batch
+            alone (Madry et al., 2018).
+- trades:   CE(clean) + beta * KL(C(x) || C(x_adv)), x_adv maximising the KL by PGD
+            (Zhang et al., 2019).
+- gat:      the Generative Adversarial Trainer through gatfast.step.GATStep.
+
+Training examples are crafted with the classifier in its current (training) mode, as
+Madry et al., Wong et al. and the GAT step's pass 1 do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatfast import _checks, ops
+from gatfast.attacks import frozen, pgd, random_start
+from gatfast.generators import PerturbationGenerator
+from gatfast.step import GATStep
+
+
+@torch.no_grad()
+def _clean_logits(classifier, x, autocast):
+    """Logits of the clean batch for the accuracy metric, in eval mode: a training-mode
+    forward would move BatchNorm's running statistics."""
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        with autocast:
+            return classifier(x)
+    finally:
+        classifier.train(was_training)
+
+
+def _metrics(loss, logits_clean, logits_adv, y, **extra):
+    with torch.no_grad():
+        out = {"loss_classifier": loss.detach(),
+               "acc_clean": (logits_clean.argmax(1) == y).float().mean()}
+        if logits_adv is not None:
+            out["acc_adv"] = (logits_adv.argmax(1) == y).float().mean()
+        out.update({k: v.detach() for k, v in extra.items()})
+    return out
+
+
+class Method:
+    """One classifier, one optimiser, optional AMP; subclasses define `_loss`."""
+
+    name = "method"
+
+    def __init__(self, classifier: nn.Module, optimizer: torch.optim.Optimizer, *, eps: float, norm: str = "linf",
+                 amp: str | None = None):
+        if not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        self.classifier, self.optimizer = classifier, optimizer
+        self.eps = _checks.positive(eps, "eps")
+        self.norm = _checks.norm(norm, allow_none=False)
+        if amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        self.amp = amp
+        self.grad_scaler = None
+        self.step_guard = None      # as in GATStep: set by gatfast.train
+        self.gradient_hook = None
+
+    def autocast(self, device):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"classifier": self.classifier}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"classifier": self.optimizer}
+
+    def _loss(self, x, y):
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = y.long()
+        loss, metrics = self._loss(x, y)
+        if self.step_guard is not None:
+            applied = self.step_guard(loss.detach().isfinite())
+            metrics["skipped"] = torch.tensor(0.0 if applied else 1.0, device=x.device)
+            if not applied:
+                return metrics
+        if self.amp == "fp16" and self.grad_scaler is None:
+            self.grad_scaler = torch.amp.GradScaler(x.device.type)
+        (self.grad_scaler.scale(loss) if self.amp == "fp16" else loss).backward()
+        if self.gradient_hook is not None:
+            self.gradient_hook()
+        if self.amp == "fp16":
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return metrics
+
+    def end_epoch(self, epoch: int) -> str | None:
+        """Called after each epoch; a string stops training with that message."""
+        return None
+
+    def state_dict(self) -> dict:
+        """What the method keeps beyond modules and optimisers (saved in checkpoints)."""
+        return {"grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("grad_scaler") is not None:
+            self.grad_scaler = torch.amp.GradScaler(next(self.classifier.parameters()).device.type)
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
+class Standard(Method):
+    name = "standard"
+
+    def _loss(self, x, y):
+        with self.autocast(x.device):
+            logits = self.classifier(x)
+        loss = F.cross_entropy(logits.float(), y)
+        return loss, _metrics(loss, logits, None, y)
+
+
+class PGDAT(Method):
+    name = "pgd_at"
+
+    def __init__(self, classifier, optimizer, *, eps, norm="linf", amp=None, steps: int = 10,
+                 step_size: float | None = None):
+        super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
+        self.steps = _checks.count(steps, "steps")
+        self.step_size = step_size
+
+    def _loss(self, x, y):
+        with self.autocast(x.device):
+            x_adv = pgd(self.classifier, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
+                        step_size=self.step_size)
+            logits_adv = self.classifier(x_adv)
+        loss = F.cross_entropy(logits_adv.float(), y)
+        return loss, _metrics(loss, _clean_logits(self.classifier, x, self.autocast(x.device)), logits_adv, y)
+
+
+class FGSMRS(Method):
+    """FGSM from a random start; after each epoch, PGD-10 accuracy on a fixed training batch
+    (the probe). If it falls by more than `collapse` (absolute) below the best so far, the
+    model overfitted catastrophically: the best epoch's weights come back and training stops."""
+
+    name = "fgsm_rs"
+
+    def __init__(self, classifier, optimizer, *, eps, norm="linf", amp=None, step_scale: float = 1.25,
+                 probe: tuple[torch.Tensor, torch.Tensor] | None = None, collapse: float = 0.2):
+        super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
+        self.step_size = _checks.positive(step_scale, "step_scale") * self.eps
+        self.probe, self.collapse = probe, collapse
+        self.best_accuracy, self.best_epoch, self.best_state = -1.0, -1, None
+
+    def _loss(self, x, y):
+        x0 = random_start(x.detach(), self.eps, self.norm).requires_grad_(True)
+        with frozen(self.classifier), self.autocast(x.device):
+            ce = F.cross_entropy(self.classifier(x0).float(), y)
+        (grad,) = torch.autograd.grad(ce, [x0])
+        x_adv = ops.pgd_step(x0.detach(), grad, x.detach(), self.step_size, self.eps, self.norm)
+        with self.autocast(x.device):
+            logits_adv = self.classifier(x_adv)
+        loss = F.cross_entropy(logits_adv.float(), y)
+        return loss, _metrics(loss, _clean_logits(self.classifier, x, self.autocast(x.device)), logits_adv, y)
+
+    def probe_accuracy(self) -> float:
+        x, y = self.probe
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            x_adv = pgd(self.classifier, x, y, eps=self.eps, norm=self.norm, steps=10,
+                        generator=torch.Generator(x.device).manual_seed(0))
+            with torch.no_grad():
+                return float((self.classifier(x_adv).argmax(1) == y).float().mean())
+        finally:
+            self.classifier.train(was_training)
+
+    def end_epoch(self, epoch):
+        if self.probe is None:
+            return None
+        accuracy = self.probe_accuracy()
+        if accuracy < self.best_accuracy - self.collapse:
+            self.classifier.load_state_dict(self.best_state)
+            return (f"fgsm_rs: catastrophic overfitting at epoch {epoch} (PGD-10 accuracy on a training batch "
+                    f"fell from {self.best_accuracy:.2f} to {accuracy:.2f}); restored the weights of epoch "
+                    f"{self.best_epoch} and stopped")
+        if accuracy >= self.best_accuracy:
+            self.best_accuracy, self.best_epoch = accuracy, epoch
+            self.best_state = copy.deepcopy(self.classifier.state_dict())
+        return None
+
+    def state_dict(self):
+        return {**super().state_dict(), "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.best_accuracy, self.best_epoch = state["best_accuracy"], state["best_epoch"]
+        self.best_state = state["best_state"]
+
+
+class TRADES(Method):
+    name = "trades"
+
+    def __init__(self, classifier, optimizer, *, eps, norm="linf", amp=None, steps: int = 10,
+                 step_size: float | None = None, beta: float = 6.0):
+        super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
+        self.steps = _checks.count(steps, "steps")
+        self.step_size = 2.5 * self.eps / self.steps if step_size is None else _checks.positive(step_size, "step_size")
+        self.beta = _checks.finite(beta, "beta")
+
+    def _adversarial(self, x, p_clean):
+        x0 = x.detach()
+        x_adv = (x0 + 0.001 * torch.randn_like(x0)).clamp(0, 1)
+        with frozen(self.classifier):
+            for _ in range(self.steps):
+                x_adv.requires_grad_(True)
+                with self.autocast(x.device):
+                    logits = self.classifier(x_adv)
+                kl = F.kl_div(F.log_softmax(logits.float(), 1), p_clean, reduction="sum")
+                (grad,) = torch.autograd.grad(kl, [x_adv])
+                x_adv = ops.pgd_step(x_adv.detach(), grad, x0, self.step_size, self.eps, self.norm)
+        return x_adv
+
+    def _loss(self, x, y):
+        with torch.no_grad(), self.autocast(x.device):
+            p_clean = F.softmax(self.classifier(x).float(), 1)
+        x_adv = self._adversarial(x, p_clean)
+        with self.autocast(x.device):
+            logits_clean, logits_adv = self.classifier(x), self.classifier(x_adv)
+        ce = F.cross_entropy(logits_clean.float(), y)
+        kl = F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits_clean.float(), 1), reduction="batchmean")
+        loss = ce + self.beta * kl
+        return loss, _metrics(loss, logits_clean, logits_adv, y)
+
+
+class GAT(Method):
+    """The Generative Adversarial Trainer: a GATStep over classifier and generator."""
+
+    name = "gat"
+
+    def __init__(self, classifier, optimizer, generator: PerturbationGenerator, generator_optimizer, *, eps,
+                 norm="linf", amp=None, alpha: float = 0.5, c_g: float = 0.0, generator_steps: int = 1,
+                 generator_updates: int = 1):
+        super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
+        self.generator, self.generator_optimizer = generator, generator_optimizer
+        self.gat_step = GATStep(classifier, generator, optimizer, generator_optimizer, eps=eps, norm=norm,
+                                alpha=alpha, c_g=c_g, generator_steps=generator_steps,
+                                generator_updates=generator_updates, amp=amp)
+
+    def modules(self):
+        return {"classifier": self.classifier, "generator": self.generator}
+
+    def optimizers(self):
+        return {"classifier": self.optimizer, "generator": self.generator_optimizer}
+
+    def step(self, x, y):
+        self.generator.train()
+        self.gat_step.step_guard, self.gat_step.gradient_hook = self.step_guard, self.gradient_hook
+        return self.gat_step.step(x, y)
+
+    def state_dict(self):
+        scaler = self.gat_step.grad_scaler
+        return {"grad_scaler": scaler.state_dict() if scaler is not None else None}
+
+    def load_state_dict(self, state):
+        if state.get("grad_scaler") is not None:
+            self.gat_step.grad_scaler = torch.amp.GradScaler(next(self.classifier.parameters()).device.type)
+            self.gat_step.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
+METHODS = {cls.name: cls for cls in (Standard, FGSMRS, PGDAT, TRADES, GAT)}

@@ -1,0 +1,179 @@
+"""The training engine and the `gatfast train` command: run folder, exact resume, the
+non-finite guard, load_run, bad configuration, every method learning."""
+
+import json
+
+import pytest
+import torch
+
+from gatfast import checkpoint, cli, methods, train
+from gatfast.train import ConfigError, TrainConfig
+
+
+def small(**overrides):
+    base = dict(dataset="digits", epochs=2, batch_size=64, eps=0.1, attack_steps=2, eval_pgd_steps=5,
+                progress=False, generator_width=8, generator_blocks=1)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_run_folder_records_everything(tmp_path):
+    summary = train.train(small(method="gat"), tmp_path / "run", log=lambda *_: None)
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["method"] == "gat" and config["environment"]["torch"] == torch.__version__
+    assert "build" in config["environment"] and config["environment"]["device"] == "cpu"
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert {"loss_classifier", "loss_generator", "acc_clean", "acc_adv", "lr", "eps", "wall_s"} <= set(lines[0])
+    assert set(summary["robustness"]) == {"clean", "fgsm", "pgd5"} and summary["train_wall_s"] > 0
+    assert json.loads((run / "summary.json").read_text()) == summary
+    state = checkpoint.load(run / train.CHECKPOINT)
+    assert state["epoch"] == 2 and set(state["modules"]) == {"classifier", "generator"}
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
+
+
+def _same_state(a_dir, b_dir):
+    a = checkpoint.load(a_dir / train.CHECKPOINT)
+    b = checkpoint.load(b_dir / train.CHECKPOINT)
+    assert a["epoch"] == b["epoch"]
+    for name in a["modules"]:
+        for k in a["modules"][name]:
+            assert torch.equal(a["modules"][name][k], b["modules"][name][k]), (name, k)
+    for name in a["optimizers"]:
+        for i, s in a["optimizers"][name]["state"].items():
+            for k, v in s.items():
+                assert torch.equal(v, b["optimizers"][name]["state"][i][k])
+
+
+@pytest.mark.parametrize("method,extra", [("gat", {"latent_dim": 2, "generator_updates": 2}), ("fgsm_rs", {})])
+def test_resume_with_more_epochs_continues_exactly(tmp_path, method, extra):
+    """2 epochs, then --resume --epochs 3 == 3 epochs in one go: same weights, bit for bit
+    (random starts, latent codes and the data order all continue where they were)."""
+    train.train(small(method=method, epochs=3, eval_pgd_steps=0, **extra), tmp_path / "straight", log=lambda *_: None)
+    train.train(small(method=method, epochs=2, eval_pgd_steps=0, **extra), tmp_path / "split", log=lambda *_: None)
+    train.train(small(method=method, epochs=3), tmp_path / "split", resume=True, log=lambda *_: None)
+    _same_state(tmp_path / "straight", tmp_path / "split")
+    log_b = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log_b] == [1, 2, 3]
+
+
+def test_resume_after_a_crash_continues_exactly(tmp_path):
+    """A run killed after its second epoch's checkpoint, resumed, ends where the
+    uninterrupted run ends (here with a cosine schedule, which spans the planned epochs)."""
+    config = small(method="trades", epochs=3, eval_pgd_steps=0, schedule="cosine")
+    train.train(config, tmp_path / "straight", log=lambda *_: None)
+
+    def crash_after_epoch_2(line):
+        if line.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, tmp_path / "crashed", log=crash_after_epoch_2)
+    train.train(config, tmp_path / "crashed", resume=True, log=lambda *_: None)
+    _same_state(tmp_path / "straight", tmp_path / "crashed")
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    train.train(small(method="standard", epochs=1, eval_pgd_steps=0), tmp_path, log=lambda *_: None)
+    before = (tmp_path / train.CHECKPOINT).read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run: pass --resume"):
+        train.train(small(method="standard", epochs=1), tmp_path, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="epochs 1 is fewer than the run's 2"):
+        train.train(small(method="standard", epochs=2, eval_pgd_steps=0), tmp_path / "b", log=lambda *_: None)
+        train.train(small(method="standard", epochs=1), tmp_path / "b", resume=True, log=lambda *_: None)
+    assert (tmp_path / train.CHECKPOINT).read_bytes() == before
+
+
+def _nan_every(n_bad, period):
+    """A Standard._loss whose loss is NaN on the first n_bad of every `period` calls."""
+    original, calls = methods.Standard._loss, [0]
+
+    def loss(self, x, y):
+        value, metrics = original(self, x, y)
+        calls[0] += 1
+        return (value * float("nan") if (calls[0] - 1) % period < n_bad else value), metrics
+    return loss
+
+
+def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(methods.Standard, "_loss", _nan_every(1, 4))  # one bad step in four
+    train.train(small(method="standard", epochs=1, eval_pgd_steps=0), tmp_path, log=lambda *_: None)
+    record = json.loads((tmp_path / "log.jsonl").read_text())
+    assert record["skipped_steps"] == 6  # 23 steps of 64 in digits' 1,438 images: steps 1, 5, ..., 21
+    assert all(torch.isfinite(v).all() for v in checkpoint.load(tmp_path / train.CHECKPOINT)["modules"]
+               ["classifier"].values())
+
+
+def test_repeated_nonfinite_steps_stop_training_with_a_clear_message(tmp_path, monkeypatch):
+    train.train(small(method="standard", epochs=1, eval_pgd_steps=0), tmp_path, log=lambda *_: None)
+    saved = checkpoint.load(tmp_path / train.CHECKPOINT)["modules"]["classifier"]
+    monkeypatch.setattr(methods.Standard, "_loss", _nan_every(100, 100))
+    with pytest.raises(train.TrainingStopped, match="5 steps in a row had a non-finite loss .*epoch 2, step 5"):
+        train.train(small(method="standard", epochs=2), tmp_path, resume=True, log=lambda *_: None)
+    kept = checkpoint.load(tmp_path / train.CHECKPOINT)["modules"]["classifier"]
+    assert all(torch.equal(saved[k], kept[k]) for k in saved)  # the last good epoch is still there
+    assert "non-finite" in json.loads((tmp_path / "summary.json").read_text())["stopped"]
+
+
+def test_load_run_gives_the_trained_models(tmp_path):
+    summary = train.train(small(method="gat"), tmp_path, log=lambda *_: None)
+    run = train.load_run(tmp_path)
+    assert not run.classifier.training and run.generator is not None and run.config.method == "gat"
+    from gatfast import data
+    x, y = data.load_dataset("digits").test.tensors
+    assert train.accuracy(run.classifier, x, y) == summary["robustness"]["clean"]
+    with pytest.raises(ConfigError, match="not a gatfast run folder"):
+        train.load_run(tmp_path / "nothing")
+
+
+# ---- every method learns (mnist5k, 1,000 training images, 3 epochs, eps 0.1) ------------------
+
+ACCURACY_FLOOR = {"standard": (0.85, None), "fgsm_rs": (0.75, 0.30), "pgd_at": (0.75, 0.30),
+                  "trades": (0.75, 0.30), "gat": (0.80, None)}
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_every_method_trains_mnist5k(tmp_path, method):
+    config = TrainConfig(dataset="mnist5k", method=method, epochs=3, train_size=1000, batch_size=50, eps=0.1,
+                         attack_steps=3, eval_pgd_steps=10, progress=False, generator_width=16)
+    summary = train.train(config, tmp_path, log=lambda *_: None)
+    clean_floor, pgd_floor = ACCURACY_FLOOR[method]
+    r = summary["robustness"]
+    assert r["clean"] >= clean_floor, r
+    if pgd_floor is not None:
+        assert r["pgd10"] >= pgd_floor, r
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--method", "magic"], "unknown method 'magic'"),
+    (["--eps", "0"], "eps must be > 0"),
+    (["--eps", "8"], "beyond the .0, 1. pixel range"),
+    (["--norm", "linf", "--generator-bound", "l2"], "cannot bound a linf perturbation with a l2 bound"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--dataset", "cifar10"], "pass data_root"),
+])
+def test_bad_configuration_is_one_line_and_status_2(tmp_path, capsys, args, message):
+    assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"] + args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert pytest.importorskip("re").search(message, err), err
+    assert not (tmp_path / "r" / train.CHECKPOINT).exists()
+
+
+def test_cli_trains_prints_the_table_and_refuses_changed_resume(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert cli.main(["train", "--dataset", "digits", "--method", "standard", "--epochs", "1", "--eps", "0.1",
+                     "--eval-pgd-steps", "3", "--out", out, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "clean" in printed and "pgd3" in printed and "standard on digits" in printed
+    assert cli.main(["train", "--out", out, "--resume", "--eps", "0.2", "--no-progress"]) == 2
+    assert "cannot change --eps" in capsys.readouterr().err
+    assert cli.main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert len((tmp_path / "r" / "log.jsonl").read_text().splitlines()) == 2
