@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gatfast import _checks, ops
+from gatfast.reference import random_start
 
 
 @contextlib.contextmanager
@@ -39,20 +40,6 @@ def _loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if name == "ce":
         return F.cross_entropy(logits.float(), y, reduction="sum")
     return margin_loss(logits.float(), y).sum()
-
-
-def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A uniform point of the linf ball, or a random direction at a uniform radius in the l2
-    ball, around x, clamped to [0, 1]."""
-    if norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        delta = (2 * noise - 1) * eps
-    else:
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
-        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * eps
-        delta = direction * radius.view(-1, *[1] * (x.dim() - 1))
-    return (x + delta).clamp(0, 1)
 
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,

@@ -6,6 +6,11 @@ Bounds: `linf` gives eps * tanh(raw); `l2` projects raw onto the L2 ball of radi
 c_g * ||delta||^2 and perturb clamps to the box only). The network keeps the spatial
 size, so one generator fits 28x28 grey and 32x32 colour input alike.
 
+resolution="half" runs the residual body at half the spatial size (a stride-2 head and a
+transposed-convolution tail) and adds a 1x1 per-pixel path from the input to the output:
+about a quarter of the cost, while the pixel path keeps per-pixel precision (the body
+gives context). On a CPU the full-size body costs more than the classifier it attacks.
+
 latent_dim > 0 adds a random code z ~ N(0, I), drawn anew on every call and broadcast
 over the image as extra input channels, so one (x, grad) can map to many perturbations
 (the diversity that learned attackers such as L2L-DA rely on).
@@ -44,7 +49,7 @@ class PerturbationGenerator(nn.Module):
     """delta = bound(net(input)), with input the normalised gradient, the image, or both."""
 
     def __init__(self, in_channels: int, eps: float, *, bound: str = "linf", input: str = "grad",
-                 width: int = 32, blocks: int = 2, latent_dim: int = 0):
+                 width: int = 32, blocks: int = 2, latent_dim: int = 0, resolution: str = "full"):
         super().__init__()
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
@@ -58,13 +63,21 @@ class PerturbationGenerator(nn.Module):
         self.eps = _checks.positive(eps, "eps")
         self.bound, self.input, self.in_channels = bound, input, in_channels
         channels_in = in_channels * (2 if input == "image+grad" else 1) + self.latent_dim
-        self.head = nn.Conv2d(channels_in, width, 3, padding=1)
+        if resolution not in ("full", "half"):
+            raise ValueError(f"resolution must be 'full' or 'half', got {resolution!r}")
+        self.resolution = resolution
+        half = resolution == "half"
+        self.head = nn.Conv2d(channels_in, width, 3, stride=2 if half else 1, padding=1)
         self.body = nn.Sequential(*[_ResidualBlock(width) for _ in range(blocks)])
-        self.tail = nn.Conv2d(width, in_channels, 3, padding=1)
+        self.tail = (nn.ConvTranspose2d(width, in_channels, 4, stride=2, padding=1) if half
+                     else nn.Conv2d(width, in_channels, 3, padding=1))
+        self.pixel = nn.Conv2d(channels_in, in_channels, 1) if half else None
         # Start small: an untrained generator should not jump to the corners of the ball.
-        nn.init.zeros_(self.tail.bias)
-        with torch.no_grad():
-            self.tail.weight.mul_(0.1)
+        for out in (self.tail, self.pixel):
+            if out is not None:
+                nn.init.zeros_(out.bias)
+                with torch.no_grad():
+                    out.weight.mul_(0.1)
 
     def _features(self, x, grad):
         needs_grad = self.input != "image"
@@ -86,7 +99,12 @@ class PerturbationGenerator(nn.Module):
         _checks.tensor(x, "x")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        raw = self.tail(F.relu(self.body(self.head(self._features(x, grad)))))
+        if self.resolution == "half" and (x.shape[2] % 2 or x.shape[3] % 2):
+            raise ValueError(f"resolution='half' needs even image sides, got {tuple(x.shape[2:])}")
+        features = self._features(x, grad)
+        raw = self.tail(F.relu(self.body(self.head(features))))
+        if self.pixel is not None:
+            raw = raw + self.pixel(features)
         if self.bound == "linf":
             return self.eps * torch.tanh(raw)
         if self.bound == "l2":

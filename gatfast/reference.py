@@ -87,6 +87,20 @@ def clean_adv_loss(logits_clean, logits_adv, target, alpha=0.5):
     return loss, correct_clean, correct_adv
 
 
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniform point of the linf ball, or a random direction at a uniform radius in the l2
+    ball, around x, clamped to [0, 1]."""
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        delta = (2 * noise - 1) * eps
+    else:
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * eps
+        delta = direction * radius.view(-1, *[1] * (x.dim() - 1))
+    return (x + delta).clamp(0, 1)
+
+
 # ---- the GAT step, written plainly (the oracle and the baseline of gatfast.step) -------------
 
 def trainable_parameters(module):
@@ -94,22 +108,24 @@ def trainable_parameters(module):
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, alpha, c_g, generator_steps=1):
+def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, alpha, c_g, generator_steps=1,
+                               random_init=False):
     """The gradients of L_C for the classifier and L_G for the generator, both at the
     current parameters, with ordinary autograd and no gatfast op: what GATStep computes.
     perturb_norm: "linf", "l2", or None for the penalty bound (box clamp only).
-    generator_steps > 1: G is applied again at each x_t with a fresh input gradient there."""
+    generator_steps > 1: G is applied again at each x_t with a fresh input gradient there.
+    random_init: G's first step starts from a random point of the ball (with the clean gradient)."""
     params_c, params_g = trainable_parameters(classifier), trainable_parameters(generator)
     x0 = x.detach()
     x_in = x0.clone().requires_grad_(True)
     ce_clean = F.cross_entropy(classifier(x_in), y)
     (g,) = torch.autograd.grad(ce_clean, [x_in], retain_graph=True)
-    x_t = x0
+    x_t = random_start(x0, eps, perturb_norm or "linf") if random_init else x0
     for t in range(generator_steps):
         if t > 0:
             x_leaf = x_t.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(F.cross_entropy(classifier(x_leaf), y), [x_leaf])
-        total = generator(x_t, g.detach()) + (x_t - x0 if t > 0 else 0)
+        total = generator(x_t, g.detach()) + (x_t - x0)
         x_t, sq = perturb(x0, total, eps, perturb_norm, with_sq=True)
     ce_adv = F.cross_entropy(classifier(x_t), y)
     loss_c = alpha * ce_clean + (1 - alpha) * ce_adv

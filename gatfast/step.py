@@ -21,6 +21,9 @@ T times, each time to the current adversarial image and a fresh input gradient t
 Steps 1..T-1 cost one extra classifier forward and input-only backward each (none for
 generator input "image"); pass 2 runs on x_T and gives G its gradient through all T
 outputs (only the last perturb carries grad_scale, so the sign flip is applied once).
+random_init=True starts x_0 at a uniform point of the eps-ball (with pass 1's gradient at x
+for G's first step): diversity at no extra classifier pass, the way a random start keeps
+FGSM training from overfitting to one attack.
 generator_updates = k > 1 adds k - 1 generator-only updates against the current
 classifier before the simultaneous one (the literal algorithm's order, more often).
 
@@ -31,8 +34,15 @@ updated twice per step, first with the clean batch and then with the adversarial
 AMP: amp="bf16" runs both networks under autocast in bfloat16; amp="fp16" in float16
 with a GradScaler (both passes' losses are scaled by the same factor; a step whose
 gradients overflow is skipped by both optimisers and the scale shrinks). The losses
-are computed in float32 either way. CUDA-graph capture and the fused loss kernel in the
-step are the next steps of issue 3.
+are computed in float32 either way.
+
+CUDA graphs (cuda_graph=True, CUDA tensors only): the first call runs eagerly on a side
+stream (a real update that also creates the optimisers' state); the second captures the
+whole step (both passes, both optimiser steps) into one graph and replays it; later calls
+copy the batch into the graph's static buffers and replay. Every call is one real update,
+equal to the uncaptured step's. Needs optimisers that run inside a graph (Adam/AdamW
+with capturable=True, or SGD), a fixed batch shape, no step_guard, and not amp="fp16"
+(GradScaler decides on the host whether to step).
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatfast import _checks, ops
+from gatfast import _checks, ops, reference
 from gatfast.reference import trainable_parameters as _params
 from gatfast.generators import PerturbationGenerator
 
@@ -61,7 +71,8 @@ class GATStep:
     def __init__(self, classifier: nn.Module, generator: PerturbationGenerator, opt_classifier, opt_generator, *,
                  eps: float, norm: str = "linf", alpha: float = 0.5, c_g: float = 0.0,
                  generator_steps: int = 1, generator_updates: int = 1, amp: str | None = None,
-                 grad_scaler: torch.amp.GradScaler | None = None):
+                 grad_scaler: torch.amp.GradScaler | None = None, cuda_graph: bool = False,
+                 random_init: bool = False):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         if not isinstance(generator, PerturbationGenerator):
@@ -76,6 +87,7 @@ class GATStep:
             raise ValueError(f"c_g must be >= 0, got {self.c_g}")
         self.generator_steps = _checks.count(generator_steps, "generator_steps")
         self.generator_updates = _checks.count(generator_updates, "generator_updates")
+        self.random_init = bool(random_init)
         self.classifier, self.generator = classifier, generator
         self.opt_classifier, self.opt_generator = opt_classifier, opt_generator
         # The penalty bound is the paper's soft one: no projection, the box clamp only.
@@ -93,6 +105,17 @@ class GATStep:
         # across processes there).
         self.step_guard = None
         self.gradient_hook = None
+        self.cuda_graph = bool(cuda_graph)
+        if self.cuda_graph:
+            if amp == "fp16":
+                raise ValueError("cuda_graph=True does not work with amp='fp16': the GradScaler decides on the "
+                                 "host whether to step; use amp='bf16'")
+            for name, opt in (("opt_classifier", opt_classifier), ("opt_generator", opt_generator)):
+                if "capturable" in opt.defaults and not opt.defaults["capturable"]:
+                    raise ValueError(f"cuda_graph=True needs {name} created with capturable=True "
+                                     f"(e.g. torch.optim.Adam(params, lr, capturable=True))")
+        self._graph = None
+        self._calls = 0
 
     def _autocast(self, device: torch.device):
         if self.amp is None:
@@ -121,13 +144,13 @@ class GATStep:
     def _adversarial(self, x0: torch.Tensor, y: torch.Tensor, g: torch.Tensor, grad_scale: float):
         """x_adv and its squared distance to x0 after generator_steps applications of G,
         differentiable in G's parameters; only the last perturb carries grad_scale."""
-        x_t = x0
+        x_t = reference.random_start(x0, self.eps, self._perturb_norm or "linf") if self.random_init else x0
         for t in range(self.generator_steps):
             if t > 0 and self.generator.input != "image":
                 g = self._input_gradient(x_t, y)
             with self._autocast(x0.device):
                 delta = self.generator(x_t, g.detach()).to(x0.dtype)  # perturb in the input's dtype
-            total = delta if t == 0 else (x_t - x0) + delta
+            total = delta if x_t is x0 else (x_t - x0) + delta
             if t == self.generator_steps - 1:
                 return ops.perturb_with_norm(x0, total, self.eps, self._perturb_norm, grad_scale=grad_scale)
             x_t = ops.perturb(x0, total, self.eps, self._perturb_norm)
@@ -213,6 +236,42 @@ class GATStep:
         """generator_updates - 1 generator-only updates, then one simultaneous update of
         both networks; returns the metrics of the simultaneous one (with `skipped` = 1.0
         when a step_guard refused it)."""
+        if self.cuda_graph:
+            return self._graphed_step(x, y)
+        return self._eager_step(x, y)
+
+    def _graphed_step(self, x, y):
+        self._check_batch(x, y)
+        if x.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs CUDA tensors, but x is on {x.device}; "
+                             f"move the batch and both networks to a GPU, or use cuda_graph=False")
+        if self.step_guard is not None or self.gradient_hook is not None:
+            raise ValueError("cuda_graph=True cannot run a step_guard or gradient_hook (host-side code)")
+        self._calls += 1
+        if self._calls == 1:  # warm-up: a real, eager update on a side stream
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                metrics = self._eager_step(x, y)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            return metrics
+        if self._graph is None:
+            self._static_x, self._static_y = x.detach().clone(), y.detach().clone()
+            for opt in (self.opt_classifier, self.opt_generator):
+                opt.zero_grad(set_to_none=True)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._static_metrics = self._eager_step(self._static_x, self._static_y)
+        elif x.shape != self._static_x.shape:
+            raise ValueError(f"cuda_graph=True replays a fixed batch shape {tuple(self._static_x.shape)}; "
+                             f"got {tuple(x.shape)} (drop the last partial batch)")
+        else:
+            self._static_x.copy_(x)
+            self._static_y.copy_(y)
+        self._graph.replay()
+        return {k: v.clone() for k, v in self._static_metrics.items()}
+
+    def _eager_step(self, x, y):
         for _ in range(self.generator_updates - 1):
             grads_g, loss_g = self.generator_gradients(x, y)
             self._apply([(self.generator, grads_g, self.opt_generator)], [loss_g])

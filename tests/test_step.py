@@ -91,6 +91,29 @@ def test_multi_step_generator_equals_plain_update(input_kind, bound, alpha):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("bound", generators.BOUNDS)
+def test_random_start_equals_plain_update(bound):
+    """random_init: x_0 is a random point of the ball (same draws for both: same seed)."""
+    clf, gen = networks(bound, "image+grad")
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch(6)
+    norm = "l2" if bound == "l2" else "linf"
+    step = GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+                   eps=EPS, norm=norm, alpha=0.5, c_g=0.3, generator_steps=2, random_init=True)
+    torch.manual_seed(11)
+    step.step(x, y)
+    torch.manual_seed(11)
+    grads_c, grads_g = reference.gat_gradients_simultaneous(clf_ref, gen_ref, x, y, EPS, _perturb_norm(bound), 0.5,
+                                                            0.3, 2, random_init=True)
+    with torch.no_grad():
+        for module, grads in ((clf_ref, grads_c), (gen_ref, grads_g)):
+            for p, gr in zip(module.parameters(), grads):
+                p -= 0.1 * gr
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
 def test_generator_updates_run_generator_only_steps_first():
     """generator_updates=3: two generator-only updates (plain autograd of L_G), then the
     simultaneous update; the classifier moves once, at the end."""
@@ -108,6 +131,29 @@ def test_generator_updates_run_generator_only_steps_first():
     for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
                     list(clf_ref.parameters()) + list(gen_ref.parameters())):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_half_resolution_generator_in_the_step():
+    """resolution='half' (stride-2 body, transposed-conv tail, 1x1 pixel path) through the
+    fused step equals the plain update too; odd image sides are refused."""
+    torch.manual_seed(0)
+    clf = tiny_classifier()
+    gen = PerturbationGenerator(1, EPS, input="image+grad", width=4, blocks=1, resolution="half").double()
+    with torch.no_grad():
+        gen.tail.weight.mul_(20)
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch(7)
+    assert gen(x, torch.randn_like(x)).shape == x.shape
+    GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+            eps=EPS, alpha=0.5, generator_steps=2).step(x, y)
+    step_with_reference(clf_ref, gen_ref, x, y, "linf", 0.5, 0.0, generator_steps=2)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    with pytest.raises(ValueError, match="needs even image sides"):
+        gen(torch.rand(2, 1, 7, 7, dtype=torch.float64), torch.rand(2, 1, 7, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match="resolution must be 'full' or 'half'"):
+        PerturbationGenerator(1, EPS, resolution="quarter")
 
 
 def test_latent_code_makes_perturbations_differ_per_call():
@@ -234,3 +280,17 @@ def test_compiled_step_matches_eager():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     for k in m_eager:
         torch.testing.assert_close(m_eager[k], m_compiled[k], atol=1e-5, rtol=1e-5)
+
+
+def test_cuda_graph_needs_cuda_tensors_and_capturable_optimisers():
+    clf, gen = _float_networks()
+    adam = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in (clf, gen)]
+    with pytest.raises(ValueError, match="needs opt_classifier created with capturable=True"):
+        GATStep(clf, gen, *adam, eps=EPS, cuda_graph=True)
+    sgd = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (clf, gen)]
+    with pytest.raises(ValueError, match="does not work with amp='fp16'"):
+        GATStep(clf, gen, *sgd, eps=EPS, amp="fp16", cuda_graph=True)
+    step = GATStep(clf, gen, *sgd, eps=EPS, cuda_graph=True)
+    x, y = batch()
+    with pytest.raises(ValueError, match="cuda_graph=True needs CUDA tensors, but x is on cpu"):
+        step.step(x.float(), y)
