@@ -31,7 +31,7 @@ _HELP = {
 def _add_config_arguments(parser: argparse.ArgumentParser):
     hints = typing.get_type_hints(train_mod.TrainConfig)
     for f in dataclasses.fields(train_mod.TrainConfig):
-        if f.name in ("extra", "progress", "download"):
+        if f.name in ("progress", "download", "cuda_graph", "recipe"):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
@@ -40,19 +40,27 @@ def _add_config_arguments(parser: argparse.ArgumentParser):
         else:  # Optional[...]: float | None, str | None
             inner = float if float in typing.get_args(kind) else str
             parser.add_argument(flag, type=inner, default=None, help=_HELP.get(f.name))
+    parser.add_argument("--recipe", default=None,
+                        help=f"a named gat recipe ({', '.join(train_mod.RECIPES)}); explicit options win")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    parser.add_argument("--cuda-graph", action="store_true", help="gat on a GPU: capture the whole step")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _config_from(args) -> train_mod.TrainConfig:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(train_mod.TrainConfig)
-              if getattr(args, f.name, None) is not None}
+              if f.name != "recipe" and getattr(args, f.name, None) is not None}
     values["download"] = args.download
+    values["cuda_graph"] = args.cuda_graph
     values["progress"] = not args.no_progress
+    if args.recipe is not None:
+        return train_mod.TrainConfig.from_recipe(args.recipe, **values)
     return train_mod.TrainConfig(**values)
 
 
 def _cmd_train(args) -> int:
+    if args.resume and args.recipe is not None:
+        raise train_mod.ConfigError("--resume continues the saved configuration; it cannot take --recipe")
     config = _config_from(args)
     if args.resume:
         saved = train_mod.load_config(args.out)
@@ -74,6 +82,16 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from gatfast import bench
+    if args.iters < 1 or args.warmup < 0:
+        raise train_mod.ConfigError("--iters must be >= 1 and --warmup >= 0")
+    device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
+    bench.run(device, warmup=args.warmup, iters=args.iters, out_dir=args.out)
+    print(f"wrote {args.out}/step-*.json and .md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatfast", description="Fast, honest GAN-based adversarial training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the run folder (created; refused if it already holds a run)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_cmd_train)
+    b = sub.add_parser("bench", help="GAT step throughput on this machine's device, against the literal step")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--iters", type=int, default=10)
+    b.add_argument("--out", default="benchmarks/results", help="folder for step-<device>.json and .md")
+    b.set_defaults(func=_cmd_bench)
     return parser
 
 

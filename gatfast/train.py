@@ -29,7 +29,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,6 +40,17 @@ from gatfast import checkpoint, data, generators, methods, models
 from gatfast.attacks import pgd
 
 CHECKPOINT = "checkpoint.safetensors"
+
+
+# Named GAT recipes. "paper": the Generative Adversarial Trainer as Lee, Han and Lee
+# (2017) describe it: the generator sees the input gradient only and makes one step per
+# batch, one generator update per classifier update. "l2l": what measured best here
+# (learned multi-step attackers, L2L / L2L-DA): the image beside the gradient, more than
+# one generator step, each on a fresh gradient; TrainConfig's defaults are this recipe.
+RECIPES = {
+    "paper": {"generator_input": "grad", "generator_steps": 1, "generator_updates": 1, "latent_dim": 0},
+    "l2l": {"generator_input": "image+grad", "generator_steps": 2, "generator_updates": 1, "latent_dim": 0},
+}
 
 
 class ConfigError(ValueError):
@@ -62,6 +73,7 @@ class TrainConfig:
     eps_warmup: float = 0.0          # epochs over which eps ramps linearly from 0 (all methods)
     seed: int = 0
     amp: str | None = None
+    cuda_graph: bool = False         # gat on a GPU: capture the whole step (no non-finite guard then)
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     backend: str = "auto"            # gatfast op backend
     data_root: str | None = None
@@ -79,14 +91,23 @@ class TrainConfig:
     generator_steps: int = 2
     generator_updates: int = 1
     latent_dim: int = 0
+    generator_random_init: int = 0   # 1: the generator's first step starts at a random point of the ball
     generator_width: int = 32
     generator_blocks: int = 1
+    generator_resolution: str = "full"   # full | half (body at half size + a per-pixel path)
     generator_lr: float = 1e-3
+    recipe: str | None = None        # the named GAT recipe these options came from (RECIPES)
     # the engine
     max_nonfinite: int = 5           # consecutive skipped steps before training stops
     eval_pgd_steps: int = 40         # final white-box check on the test split (0: none)
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides) -> "TrainConfig":
+        """A gat config from a named recipe (RECIPES); explicit overrides win."""
+        if name not in RECIPES:
+            raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+        return cls(**{"method": "gat", **RECIPES[name], **overrides, "recipe": name})
 
     def validate(self) -> "TrainConfig":
         def need(ok, message):
@@ -120,9 +141,12 @@ class TrainConfig:
         need(bound in (self.norm, "penalty"),
              f"the generator cannot bound a {self.norm} perturbation with a {bound} bound "
              f"(use generator-bound {self.norm} or penalty)")
+        need(self.generator_resolution in ("full", "half"),
+             f"generator-resolution must be full or half, got {self.generator_resolution!r}")
         need(self.latent_dim >= 0, f"latent-dim must be >= 0, got {self.latent_dim}")
         need(self.eval_pgd_steps >= 0, "eval-pgd-steps must be >= 0")
         need(self.train_size >= 0, "train-size must be >= 0")
+        need(not self.cuda_graph or self.method == "gat", "cuda-graph is an option of the gat method")
         need(self.backend in gatfast.backends.BACKENDS,
              f"unknown backend {self.backend!r}; choose from {', '.join(gatfast.backends.BACKENDS)}")
         return self
@@ -151,12 +175,13 @@ def build_classifier(config: TrainConfig, ds: data.DatasetSplits) -> torch.nn.Mo
 def build_generator(config: TrainConfig, ds: data.DatasetSplits) -> generators.PerturbationGenerator:
     return generators.PerturbationGenerator(
         ds.image_shape[0], config.eps, bound=config.generator_bound or config.norm, input=config.generator_input,
-        width=config.generator_width, blocks=config.generator_blocks, latent_dim=config.latent_dim)
+        width=config.generator_width, blocks=config.generator_blocks, latent_dim=config.latent_dim,
+        resolution=config.generator_resolution)
 
 
 def _optimizer(config: TrainConfig, params, lr):
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, capturable=config.cuda_graph)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
 
@@ -175,7 +200,8 @@ def build_method(config: TrainConfig, classifier, ds, probe=None) -> methods.Met
     generator = build_generator(config, ds).to(next(classifier.parameters()).device)
     return methods.GAT(classifier, opt, generator, _optimizer(config, generator.parameters(), config.generator_lr),
                        alpha=config.alpha, c_g=config.c_g, generator_steps=config.generator_steps,
-                       generator_updates=config.generator_updates, **common)
+                       generator_updates=config.generator_updates, cuda_graph=config.cuda_graph,
+                       random_init=bool(config.generator_random_init), **common)
 
 
 def lr_factor(config: TrainConfig, progress: float) -> float:
@@ -238,13 +264,14 @@ def _init_distributed(device_name: str) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size())
 
 
-def _average_gradients(modules, world):
+def _average_gradients(modules, share: float):
+    """Gradients of each process's mean loss, weighted by its share of the global batch and
+    summed: the gradient of the global batch's mean loss, whatever the shard sizes."""
     grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
     if not grads:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([g.reshape(-1) for g in grads]) * share
     dist.all_reduce(flat)
-    flat /= world
     offset = 0
     for g in grads:
         g.copy_(flat[offset: offset + g.numel()].view_as(g))
@@ -315,9 +342,10 @@ class TrainingStopped(RuntimeError):
     """Training ended early with a reason (non-finite losses); the run folder holds the last good state."""
 
 
-def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> dict:
+def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print, on_end=None) -> dict:
     """Train per `config` into `out_dir`; returns the summary. With resume=True, continue the
-    run in out_dir (its config, with `epochs` possibly raised) from its last checkpoint."""
+    run in out_dir (its config, with `epochs` possibly raised) from its last checkpoint.
+    on_end(method), if given, runs on every process once training ends (before evaluation)."""
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT
     if resume:
@@ -335,8 +363,10 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> d
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ddp.rank)))
         torch.cuda.set_device(device)
-    if config.batch_size % ddp.world:
-        raise ConfigError(f"batch-size {config.batch_size} must divide among {ddp.world} processes")
+    if config.cuda_graph and device.type != "cuda":
+        raise ConfigError("cuda-graph needs a CUDA device (--device cuda)")
+    if config.batch_size < ddp.world:
+        raise ConfigError(f"batch-size {config.batch_size} is smaller than the {ddp.world} processes")
 
     try:
         ds = data.load_dataset(config.dataset, config.data_root, config.download)
@@ -356,10 +386,10 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> d
         for m in modules.values():
             for p in m.parameters():
                 dist.broadcast(p.data, 0)
-        method.gradient_hook = lambda: _average_gradients(list(modules.values()), ddp.world)
+        method.gradient_hook = lambda: _average_gradients(list(modules.values()), share[0])
         torch.manual_seed(config.seed * 1_000_003 + 7919 * ddp.rank)  # different noise per process
 
-    skipped_in_row = [0]
+    skipped_in_row, share = [0], [1.0]
 
     def guard(finite: torch.Tensor) -> bool:
         ok = finite.to(torch.int32)
@@ -367,7 +397,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> d
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         return bool(ok)
 
-    method.step_guard = guard
+    # A captured step cannot stop on the host to look at its loss.
+    method.step_guard = None if config.cuda_graph else guard
 
     start_epoch, wall_before = 0, 0.0
     if resume:
@@ -387,8 +418,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> d
                                                     "environment": environment(device), "world_size": ddp.world})
 
     n = len(y_train)
-    local_batch = config.batch_size // ddp.world
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    # A captured step replays one batch shape: the last partial batch is dropped then.
+    steps_per_epoch = n // config.batch_size if config.cuda_graph else math.ceil(n / config.batch_size)
     stop_reason, t_start = None, time.perf_counter()
     with gatfast.use_backend(config.backend):
         for epoch in range(start_epoch, config.epochs):
@@ -406,9 +437,12 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> d
                         g["lr"] = base * lr_factor(config, position)
                 _set_eps(method, eps_at(config, position))
                 idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-                idx = idx[ddp.rank * local_batch:(ddp.rank + 1) * local_batch]
-                if len(idx) == 0:
-                    continue
+                if ddp.world > 1:  # this process's part of the global batch
+                    if len(idx) < ddp.world:
+                        continue  # every process skips it alike
+                    global_n = len(idx)
+                    idx = torch.tensor_split(idx, ddp.world)[ddp.rank]
+                    share[0] = len(idx) / global_n
                 metrics = method.step(x_train[idx], y_train[idx])
                 step_skipped = bool(metrics.pop("skipped", 0))
                 skipped += step_skipped
@@ -461,6 +495,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print) -> d
                 checkpoint.write_json(out / "summary.json", {"stopped": stop_reason, "epochs_done": epoch})
             raise TrainingStopped(stop_reason)
         wall = wall_before + time.perf_counter() - t_start
+        if on_end is not None:
+            on_end(method)
         summary = {"epochs_done": config.epochs if not stop_reason else epoch + 1, "train_wall_s": round(wall, 3),
                    "stopped": stop_reason}
         if stop_reason and ddp.main:

@@ -177,3 +177,21 @@ def test_cli_trains_prints_the_table_and_refuses_changed_resume(tmp_path, capsys
     assert "cannot change --eps" in capsys.readouterr().err
     assert cli.main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert len((tmp_path / "r" / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_recipes_set_the_gat_options_and_explicit_options_win():
+    paper = TrainConfig.from_recipe("paper")
+    assert (paper.method, paper.generator_input, paper.generator_steps, paper.recipe) == ("gat", "grad", 1, "paper")
+    assert TrainConfig.from_recipe("paper", generator_steps=3).generator_steps == 3
+    default = TrainConfig()
+    assert all(getattr(default, k) == v for k, v in train.RECIPES["l2l"].items())  # the default is l2l
+    with pytest.raises(ConfigError, match="unknown recipe 'fancy'"):
+        TrainConfig.from_recipe("fancy")
+
+
+def test_cli_recipe(tmp_path, capsys):
+    assert cli.main(["train", "--recipe", "fancy", "--out", str(tmp_path)]) == 2
+    assert "unknown recipe 'fancy'; choose from paper, l2l" in capsys.readouterr().err
+    assert cli.main(["train", "--recipe", "paper", "--dataset", "digits", "--epochs", "1", "--eval-pgd-steps", "0",
+                     "--generator-width", "8", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["generator_input"] == "grad"
