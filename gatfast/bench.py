@@ -1,0 +1,151 @@
+"""Step throughput: samples per second of one GAT update, every variant measured in the
+same run so the ratios compare like with like.
+
+Variants (all the same one-step GAT algorithm, generator input "image+grad"):
+  literal          gatfast.reference.gat_step_literal: alternating updates, ~4 fwd + 3 bwd
+  literal+compile  torch.compile of the literal step
+  fused-eager      GATStep with the plain-PyTorch `torch` backend: 2 fwd + 2 bwd, no custom op
+  gatstep          GATStep with gatfast's ops (backend auto)
+  gatstep+bf16     the same under bf16 autocast
+  gatstep+bf16+graph  and captured in a CUDA graph (GPU only)
+
+`gatfast bench` (or benchmarks/step_throughput.py) writes benchmarks/results/step-<device>.json
+and .md. Ratios are against `literal` of the same model and batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import gatfast
+from gatfast import models, reference
+from gatfast.generators import PerturbationGenerator
+from gatfast.step import GATStep
+
+EPS = 0.3
+
+
+def _networks(model: str, device):
+    torch.manual_seed(0)
+    if model == "small_cnn":
+        clf, channels, size = models.SmallCNN(), 1, 28
+    else:
+        clf, channels, size = models.PreActResNet18(), 3, 32
+    gen = PerturbationGenerator(channels, EPS, input="image+grad", width=32, blocks=1)
+    return clf.to(device), gen.to(device), (channels, size, size)
+
+
+def _adam(module, capturable=False):
+    return torch.optim.Adam(module.parameters(), lr=1e-4, capturable=capturable)
+
+
+def _variants(model, device, cuda):
+    def literal():
+        clf, gen, shape = _networks(model, device)
+        oc, og = _adam(clf), _adam(gen)
+        return lambda x, y: reference.gat_step_literal(clf, gen, oc, og, x, y, EPS, "linf", 0.5, 0.0), shape
+
+    def literal_compiled():
+        step, shape = literal()
+        return torch.compile(step), shape
+
+    def gatstep(backend="auto", amp=None, graph=False):
+        def make():
+            clf, gen, shape = _networks(model, device)
+            step = GATStep(clf, gen, _adam(clf, graph), _adam(gen, graph), eps=EPS, alpha=0.5, amp=amp,
+                           cuda_graph=graph)
+
+            def run(x, y):
+                with gatfast.use_backend(backend):
+                    return step.step(x, y)
+            return run, shape
+        return make
+
+    out = {"literal": literal, "literal+compile": literal_compiled, "fused-eager": gatstep("torch"),
+           "gatstep": gatstep(), "gatstep+bf16": gatstep(amp="bf16")}
+    if cuda:
+        out["gatstep+bf16+graph"] = gatstep(amp="bf16", graph=True)
+    return out
+
+
+def _time(step, shape, batch, device, warmup, iters):
+    g = torch.Generator(device).manual_seed(1)
+    x = torch.rand(batch, *shape, device=device, generator=g)
+    y = torch.randint(0, 10, (batch,), device=device, generator=g)
+    for _ in range(warmup):
+        step(x, y)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step(x, y)
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]  # the median step
+
+
+def run(device: str | None = None, cases=None, warmup: int = 3, iters: int = 10, out_dir="benchmarks/results",
+        log=print, variants=None) -> dict:
+    """cases: [(model, batch)]; variants: names to run (default all that fit the device)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    if cases is None:
+        cases = [("small_cnn", 256), ("preact_resnet18", 256)] if cuda else [("small_cnn", 128)]
+    rows = []
+    for model, batch in cases:
+        base = None
+        for name, make in _variants(model, device, cuda).items():
+            if variants is not None and name not in variants:
+                continue
+            step, shape = make()
+            try:
+                seconds = _time(step, shape, batch, device, warmup, iters)
+            except Exception as e:  # a variant that cannot run here is reported, not hidden
+                log(f"{model} b{batch} {name}: failed: {type(e).__name__}: {e}")
+                rows.append({"model": model, "batch": batch, "variant": name, "error": f"{type(e).__name__}: {e}"})
+                continue
+            base = seconds if name == "literal" else base
+            row = {"model": model, "batch": batch, "variant": name, "step_ms": round(seconds * 1e3, 3),
+                   "samples_per_s": round(batch / seconds, 1), "vs_literal": round(base / seconds, 3)}
+            rows.append(row)
+            log(f"{model} b{batch} {name:>20}: {row['step_ms']:9.2f} ms  {row['samples_per_s']:10.1f} samples/s  "
+                f"{row['vs_literal']:.2f}x literal")
+    result = {"date": datetime.date.today().isoformat(), "device": _device_name(device), "torch": torch.__version__,
+              "gatfast": gatfast.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+              "build": gatfast.build_info(), "warmup": warmup, "iters": iters, "statistic": "median step time",
+              "rows": rows}
+    if out_dir:
+        _write(result, Path(out_dir), device)
+    return result
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _write(result, out_dir: Path, device):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = "gpu" if device.type == "cuda" else "cpu"
+    (out_dir / f"step-{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# GAT step throughput on {result['device']}", "",
+             f"{result['date']}, torch {result['torch']}, gatfast {result['gatfast']}; median of {result['iters']} "
+             f"steps after {result['warmup']} warm-up steps; ratios against the literal step in the same run.", "",
+             "| model | batch | variant | ms / step | samples / s | vs literal |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['variant']} | failed: {r['error'][:60]} | | |")
+        else:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {r['step_ms']:.2f} | "
+                         f"{r['samples_per_s']:.0f} | {r['vs_literal']:.2f}x |")
+    (out_dir / f"step-{tag}.md").write_text("\n".join(lines) + "\n")
+
