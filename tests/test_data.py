@@ -35,8 +35,15 @@ def test_mnist5k_is_real_mnist():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValueError, match="dataset must be one of mnist5k, digits; got 'imagenet'"):
+    with pytest.raises(ValueError, match="dataset must be one of mnist5k, digits, mnist, fashion_mnist, cifar10, "
+                                         "cifar100, svhn; got 'imagenet'"):
         data.load_dataset("imagenet")
+
+
+def test_shapes_table_matches_the_data():
+    for name in data.EMBEDDED:
+        d = data.load_dataset(name)
+        assert data.SHAPES[name] == (d.image_shape, d.num_classes)
 
 
 def test_missing_data_package_says_what_to_install(monkeypatch):

@@ -75,6 +75,7 @@ def test_mnist_format(tmp_path, name, folder):
     (train_x, train_y), (test_x, test_y) = _write_mnist_like(tmp_path, folder, np.random.default_rng(0))
     d = data.load_dataset(name, tmp_path)
     assert (len(d.train), len(d.test), d.image_shape, d.num_classes) == (12, 5, (1, 28, 28), 10)
+    assert data.SHAPES[name] == (d.image_shape, d.num_classes)
     x, y = d.train.tensors
     assert x.dtype == torch.float32 and y.dtype == torch.int64
     torch.testing.assert_close(x[:, 0], torch.as_tensor(train_x / 255.0, dtype=torch.float32))
@@ -87,6 +88,7 @@ def test_cifar_format(tmp_path, exists_only_integrity, hundred):
     (train_x, train_y), (test_x, _) = _write_cifar(tmp_path, np.random.default_rng(1), hundred)
     d = data.load_dataset("cifar100" if hundred else "cifar10", tmp_path)
     assert d.image_shape == (3, 32, 32) and d.num_classes == (100 if hundred else 10)
+    assert data.SHAPES[d.name] == (d.image_shape, d.num_classes)
     assert len(d.train) == len(train_y) and len(d.test) == len(test_x)
     x, y = d.train.tensors
     # CIFAR rows are channel planes (R, G, B) of 32x32: the loader must give (N, 3, 32, 32).
