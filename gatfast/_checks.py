@@ -84,6 +84,13 @@ def norm(value, *, allow_none: bool) -> str | None:
     return value
 
 
+def amp(value) -> str | None:
+    """Mixed precision: None (off), "bf16" or "fp16"."""
+    if value not in (None, "bf16", "fp16"):
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {value!r}")
+    return value
+
+
 def alpha(value) -> float:
     value = finite(value, "alpha")
     if not 0.0 <= value <= 1.0:

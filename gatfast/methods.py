@@ -19,7 +19,6 @@ Madry et al., Wong et al. and the GAT step's pass 1 do.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -29,7 +28,7 @@ from torch import nn
 from gatfast import _checks, ops
 from gatfast.attacks import frozen, pgd, random_start
 from gatfast.generators import PerturbationGenerator
-from gatfast.step import GATStep
+from gatfast.step import GATStep, autocast
 
 
 @torch.no_grad()
@@ -67,17 +66,13 @@ class Method:
         self.classifier, self.optimizer = classifier, optimizer
         self.eps = _checks.positive(eps, "eps")
         self.norm = _checks.norm(norm, allow_none=False)
-        if amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
-        self.amp = amp
+        self.amp = _checks.amp(amp)
         self.grad_scaler = None
         self.step_guard = None      # as in GATStep: set by gatfast.train
         self.gradient_hook = None
 
     def autocast(self, device):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+        return autocast(self.amp, device)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"classifier": self.classifier}

@@ -63,6 +63,13 @@ def _full_precision(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def autocast(amp: str | None, device: torch.device):
+    """The autocast context of an amp setting (None: a no-op), shared by GATStep and the methods."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
 class GATStep:
     """One call of `step(x, y)` performs a whole GAT update and returns 0-dim device
     tensors (no host synchronisation): loss_classifier, loss_generator, acc_clean,
@@ -92,8 +99,7 @@ class GATStep:
         self.opt_classifier, self.opt_generator = opt_classifier, opt_generator
         # The penalty bound is the paper's soft one: no projection, the box clamp only.
         self._perturb_norm = None if generator.bound == "penalty" else self.norm
-        if amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+        _checks.amp(amp)
         if grad_scaler is not None and amp != "fp16":
             raise ValueError("grad_scaler is for amp='fp16' only")
         self.amp = amp
@@ -118,9 +124,7 @@ class GATStep:
         self._calls = 0
 
     def _autocast(self, device: torch.device):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+        return autocast(self.amp, device)
 
     def _scale(self, loss: torch.Tensor) -> torch.Tensor:
         return loss if self.amp != "fp16" else self.grad_scaler.scale(loss)
