@@ -70,7 +70,7 @@ def extension():
 
 
 setup(
-    packages=["gatfast", "gatfast.kernels"],
+    packages=["gatfast", "gatfast.attacks", "gatfast.kernels"],
     package_dir={"gatfast": "gatfast", "gatfast.kernels": "kernels"},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},

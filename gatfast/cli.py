@@ -2,6 +2,9 @@
 
   gatfast train --dataset mnist5k --method gat --eps 0.3 --epochs 20 --seed 0 --out runs/NAME
   gatfast train --out runs/NAME --resume [--epochs 30]
+  gatfast eval runs/NAME [--surrogate runs/OTHER] [--attacks fgsm,pgd,...] [--n 1000 --n-slow 200]
+  gatfast sweep --datasets mnist5k,digits --methods standard,gat --seeds 0,1,2 --out runs/sweep
+  gatfast report runs/sweep
 
 Bad configuration exits with status 2 and one line on stderr, no traceback.
 """
@@ -12,6 +15,7 @@ import argparse
 import dataclasses
 import sys
 import typing
+from pathlib import Path
 
 from gatfast import train as train_mod
 
@@ -92,6 +96,97 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+_EVAL_HELP = {
+    "attacks": "comma-separated, from: " + ", ".join(("fgsm", "pgd", "pgd_margin", "cw", "square", "autoattack",
+                                                       "transfer")),
+    "n": "first test images for clean, FGSM, PGD, transfer and the eps sweep",
+    "n_slow": "first test images for CW, Square, AutoAttack and the 10x-steps PGD check",
+    "eps": "evaluate at this eps (default: the run's)",
+    "check_factor": "the more-steps check runs PGD with this many times --pgd-steps",
+    "sweep": "comma-separated eps values for the accuracy-over-eps plot",
+    "cw_budget": "L2 budget at which CW accuracy is reported (default: eps for l2 runs, by image size for linf)",
+}
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser, skip=()):
+    from gatfast import evaluate
+    hints = typing.get_type_hints(evaluate.EvalConfig)
+    for f in dataclasses.fields(evaluate.EvalConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind in (int, float, str):
+            parser.add_argument(flag, type=kind, default=None, help=_EVAL_HELP.get(f.name))
+        elif f.name in ("attacks", "sweep"):
+            parser.add_argument(flag, default=None, help=_EVAL_HELP.get(f.name))
+        else:
+            parser.add_argument(flag, type=float, default=None, help=_EVAL_HELP.get(f.name))
+
+
+def _list(text: str, kind, flag: str) -> tuple:
+    try:
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise train_mod.ConfigError(f"{flag} must be a comma-separated list of {kind.__name__}, got {text!r}") from None
+
+
+def _eval_config_from(args, skip=()):
+    from gatfast import evaluate
+    values = {}
+    for f in dataclasses.fields(evaluate.EvalConfig):
+        value = None if f.name in skip else getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name == "attacks":
+            value = _list(value, str, "--attacks")
+        elif f.name == "sweep":
+            value = _list(value, float, "--sweep")
+        values[f.name] = value
+    return evaluate.EvalConfig(**values)
+
+
+def _cmd_eval(args) -> int:
+    from gatfast import evaluate
+    device = str(train_mod.resolve_device(args.device))
+    report = evaluate.evaluate_run(args.run_dir, _eval_config_from(args), surrogate_dir=args.surrogate,
+                                   device=device, data_root=args.data_root, progress=not args.no_progress,
+                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    run = report["run"]
+    print(f"\n{run['method']} on {run['dataset']} (seed {run['seed']}), {args.run_dir}")
+    print(report["threat_model"])
+    print(evaluate.format_table(report))
+    print(f"wrote {args.run_dir}/eval.json and eval_eps.png")
+    return 0
+
+
+_SWEEP_TRAIN_OPTIONS = ("epochs", "batch_size", "model", "norm", "lr", "train_size", "amp", "backend", "data_root")
+
+
+def _cmd_sweep(args) -> int:
+    from gatfast import sweep
+    datasets = _list(args.datasets, str, "--datasets")
+    options = {k: getattr(args, k) for k in _SWEEP_TRAIN_OPTIONS if getattr(args, k, None) is not None}
+    spec = sweep.SweepSpec(datasets=datasets, methods=_list(args.methods, str, "--methods"),
+                           seeds=_list(args.seeds, int, "--seeds"), eps=sweep.parse_eps(args.eps, datasets),
+                           train_options=options, eval_config=_eval_config_from(args, skip=("eps",)))
+    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress)
+    result = sweep.report(args.out)
+    print((Path(args.out) / "report.md").read_text())
+    if result["missing"]:
+        print(f"{len(result['missing'])} cells missing (see report.md)")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from gatfast import sweep
+    result = sweep.report(args.sweep_dir)
+    print((Path(args.sweep_dir) / "report.md").read_text())
+    print(f"wrote {args.sweep_dir}/report.md, report.json and the plots"
+          + (f"; {len(result['missing'])} cells missing" if result["missing"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatfast", description="Fast, honest GAN-based adversarial training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -100,6 +195,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the run folder (created; refused if it already holds a run)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=_cmd_train)
+    e = sub.add_parser("eval", help="evaluate a trained run against the attack suite, with sanity checks")
+    e.add_argument("run_dir", help="a run folder written by gatfast train")
+    _add_eval_arguments(e)
+    e.add_argument("--surrogate", default=None, help="a separately trained run folder for the transfer attack")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--data-root", default=None, help="where torchvision datasets live (default: the run's)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_eval)
+    w = sub.add_parser("sweep", help="train and evaluate every dataset x method x seed cell, then report")
+    w.add_argument("--datasets", default="mnist5k,digits")
+    w.add_argument("--methods", default="standard,fgsm_rs,pgd_at,gat")
+    w.add_argument("--seeds", default="0,1,2")
+    w.add_argument("--eps", default="0.3", help="one eps for all datasets, or dataset=eps pairs")
+    for name in _SWEEP_TRAIN_OPTIONS:
+        w.add_argument("--" + name.replace("_", "-"), type=int if name in ("epochs", "batch_size", "train_size")
+                       else float if name == "lr" else str, default=None)
+    _add_eval_arguments(w, skip=("eps",))
+    w.add_argument("--device", default="auto")
+    w.add_argument("--no-progress", action="store_true")
+    w.add_argument("--out", required=True, help="the sweep folder (a second run resumes it)")
+    w.set_defaults(func=_cmd_sweep)
+    r = sub.add_parser("report", help="tables and plots of a (possibly partial) sweep")
+    r.add_argument("sweep_dir")
+    r.set_defaults(func=_cmd_report)
     b = sub.add_parser("bench", help="GAT step throughput on this machine's device, against the literal step")
     b.add_argument("--device", default="auto")
     b.add_argument("--warmup", type=int, default=3)
@@ -109,19 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _eval_error():
+    from gatfast.evaluate import EvalError
+    return EvalError
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except train_mod.ConfigError as e:
+    except (train_mod.ConfigError, _eval_error()) as e:
         print(f"gatfast: error: {e}", file=sys.stderr)
         return 2
     except train_mod.TrainingStopped as e:
         print(f"gatfast: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("gatfast: interrupted; the run folder keeps the last finished epoch (continue with --resume)",
+        print("gatfast: interrupted; finished epochs and cells are kept (train --resume, or run the same sweep again)",
               file=sys.stderr)
         return 130
 

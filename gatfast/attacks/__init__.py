@@ -1,0 +1,21 @@
+"""Attacks on classifiers of [0, 1] images, each a class called as
+`attack(images, labels) -> adversarial images` (like torchattacks):
+
+- `FGSM`, `PGD` (linf / l2, steps, step size, random start, restarts, ce or margin
+  loss, AMP): white box, on the fused `gatfast.pgd_step` (gradient.py);
+- `CW`: Carlini-Wagner L2, accuracy at an L2 budget (cw.py);
+- `AutoAttack`, `Square`: through torchattacks (external.py);
+- `Transfer`: PGD on a separately trained surrogate (transfer.py).
+
+`pgd` (a function) is the training methods' plain PGD.
+"""
+
+from gatfast.attacks.base import Attack, evaluating, frozen, margin_loss
+from gatfast.attacks.cw import CW
+from gatfast.attacks.external import AutoAttack, Square
+from gatfast.attacks.gradient import FGSM, PGD, pgd
+from gatfast.attacks.transfer import Transfer
+from gatfast.reference import random_start
+
+__all__ = ["Attack", "AutoAttack", "CW", "FGSM", "PGD", "Square", "Transfer", "evaluating", "frozen",
+           "margin_loss", "pgd", "random_start"]

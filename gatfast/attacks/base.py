@@ -1,0 +1,118 @@
+"""What every attack shares: argument checks, the model put in eval mode with frozen
+parameters while it runs, batching with a progress bar, and the margin loss."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from gatfast import _checks
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module):
+    """Parameters stop asking for gradients while an attack runs (the attack needs the
+    input gradient only), and come back as they were, even on an exception."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """The deployed model: eval mode (BatchNorm running statistics, no dropout) and frozen
+    parameters, restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with frozen(model):
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: best wrong logit minus the true logit, per sample
+    (> 0 exactly when the sample is misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    wrong = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return wrong - true
+
+
+def check_eps(eps, norm: str, name: str = "eps") -> float:
+    """eps > 0, and on the [0, 1] pixel scale for linf (8 is a 0-255 value: 8/255)."""
+    eps = _checks.positive(eps, name)
+    if norm == "linf" and eps > 1:
+        raise ValueError(f"{name}={eps} is beyond the [0, 1] pixel range for linf images "
+                         f"(did you mean {eps:g}/255 = {eps / 255:.4f}?)")
+    return eps
+
+
+def check_batch(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    _checks.tensor(images, "images")
+    if images.dim() != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) \
+            or labels.shape != images.shape[:1]:
+        raise ValueError(f"labels must be int64 class labels of shape ({images.shape[0]},), got "
+                         f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
+    if labels.device != images.device:
+        raise ValueError(f"labels must be on the device of images ({images.device}), got {labels.device}")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"images must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); "
+                         f"gatfast models normalise inside")
+    return images, labels.long()
+
+
+class Attack:
+    """An attack on a classifier of [0, 1] images: `attack(images, labels)` returns
+    adversarial images of the same shape, each inside the threat model (the eps-ball of
+    `norm` around its clean image, and the [0, 1] box). The model runs in eval mode with
+    frozen parameters, batch by batch; `progress=True` shows a bar."""
+
+    name = "attack"
+    white_box = True
+
+    def __init__(self, model: torch.nn.Module, *, eps: float, norm: str = "linf", batch_size: int = 500,
+                 progress: bool = False):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.norm = _checks.norm(norm, allow_none=False)
+        self.eps = check_eps(eps, self.norm)
+        self.batch_size = _checks.count(batch_size, "batch_size")
+        self.progress = bool(progress)
+
+    def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The attack and its budget in words, for the threat model of a report."""
+        return f"{self.name} ({self.norm}, eps {self.eps:g})"
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = check_batch(images, labels)
+        out = []
+        starts = range(0, images.shape[0], self.batch_size)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=images.shape[0], desc=self.name, unit="img", leave=False, dynamic_ncols=True)
+        try:
+            with evaluating(self.model):
+                for i in starts:
+                    xb, yb = images[i:i + self.batch_size].detach(), labels[i:i + self.batch_size]
+                    out.append(self._attack(xb, yb).detach())
+                    if bar is not None:
+                        bar.update(xb.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
+        return torch.cat(out)

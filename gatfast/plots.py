@@ -1,0 +1,73 @@
+"""PNG plots for eval and report (matplotlib, no display needed). Each is written to a
+temporary file and renamed, like every other artifact of a run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    os.replace(tmp, path)
+
+
+def robustness_vs_eps(curves: dict[str, list[dict]], path, *, title: str, trained_eps: float | None = None,
+                      errors: dict[str, list[float]] | None = None):
+    """Accuracy against eps, one line per label: curves[label] = [{"eps", "accuracy"}, ...]."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        eps = [p["eps"] for p in points]
+        acc = [100 * p["accuracy"] for p in points]
+        err = [100 * e for e in errors[label]] if errors and label in errors else None
+        ax.errorbar(eps, acc, yerr=err, marker="o", capsize=3, label=label)
+    if trained_eps is not None:
+        ax.axvline(trained_eps, color="grey", linestyle=":", label=f"trained eps {trained_eps:g}")
+    ax.set_xlabel("eps")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def scatter(points: dict[str, tuple], path, *, title: str, xlabel: str, ylabel: str):
+    """One labelled point per key: points[label] = (x, y, x_err, y_err)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y, xe, ye) in points.items():
+        ax.errorbar([x], [y], xerr=[xe], yerr=[ye], marker="o", capsize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def bars(values: dict[str, tuple], path, *, title: str, ylabel: str):
+    """One bar per key: values[label] = (mean, std)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(values)), 4))
+    labels = list(values)
+    ax.bar(range(len(labels)), [values[k][0] for k in labels], yerr=[values[k][1] for k in labels], capsize=3)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,242 @@
+"""`gatfast sweep` and `gatfast report`: every (dataset, method, seed) cell trained and
+evaluated in its own run folder OUT/DATASET/METHOD/seedS, then one report over them.
+
+A sweep can be stopped at any point and started again with the same command: a cell
+with eval.json is done; one with summary.json is trained and only evaluated; one with a
+checkpoint but no summary resumes training from it; the rest start. The transfer attack
+of a cell uses as surrogate the same dataset and method trained with the next seed of
+the sweep (so it needs two seeds or more).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+from gatfast import checkpoint, evaluate, plots, train
+
+
+@dataclasses.dataclass
+class SweepSpec:
+    datasets: tuple
+    methods: tuple
+    seeds: tuple
+    eps: dict                       # dataset -> eps
+    train_options: dict             # extra TrainConfig fields for every cell
+    eval_config: evaluate.EvalConfig
+
+    def cells(self):
+        for d in self.datasets:
+            for m in self.methods:
+                for s in self.seeds:
+                    yield d, m, s
+
+
+def cell_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
+    return Path(out) / dataset / method / f"seed{seed}"
+
+
+def parse_eps(text: str, datasets) -> dict:
+    """"0.3" for every dataset, or "mnist5k=0.3,digits=0.2"."""
+    if "=" not in text:
+        try:
+            return {d: float(text) for d in datasets}
+        except ValueError:
+            raise train.ConfigError(f"--eps must be a number or dataset=eps pairs, got {text!r}") from None
+    eps = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            eps[name.strip()] = float(value)
+        except ValueError:
+            raise train.ConfigError(f"--eps: {part!r} is not dataset=number") from None
+    missing = [d for d in datasets if d not in eps]
+    if missing:
+        raise train.ConfigError(f"--eps gives no eps for {', '.join(missing)}")
+    return eps
+
+
+def cell_config(spec: SweepSpec, dataset: str, method: str, seed: int) -> train.TrainConfig:
+    options = {"eval_pgd_steps": 0, **spec.train_options}  # the sweep's eval is the full suite
+    return train.TrainConfig(dataset=dataset, method=method, seed=seed, eps=spec.eps[dataset], **options)
+
+
+def validate(spec: SweepSpec) -> None:
+    """Every cell's config and the eval settings, before anything runs."""
+    if not (spec.datasets and spec.methods and spec.seeds):
+        raise train.ConfigError("a sweep needs at least one dataset, one method and one seed")
+    for d, m, s in spec.cells():
+        cell_config(spec, d, m, s).validate()
+    for d in spec.datasets:
+        spec.eval_config.validate(spec.train_options.get("norm", "linf"))
+
+
+def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> None:
+    validate(spec)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "sweep.json", {"datasets": list(spec.datasets), "methods": list(spec.methods),
+                                               "seeds": list(spec.seeds), "eps": spec.eps,
+                                               "train_options": spec.train_options,
+                                               "eval": dataclasses.asdict(spec.eval_config)})
+    cells = list(spec.cells())
+    for i, (d, m, s) in enumerate(cells, 1):  # train every cell first: transfer needs the surrogates
+        folder = cell_dir(out, d, m, s)
+        if (folder / "summary.json").is_file():
+            log(f"[{i}/{len(cells)}] {d} {m} seed {s}: trained")
+            continue
+        resume = (folder / train.CHECKPOINT).is_file()
+        log(f"[{i}/{len(cells)}] {d} {m} seed {s}: {'resuming' if resume else 'training'}")
+        config = dataclasses.replace(cell_config(spec, d, m, s), device=device, progress=progress)
+        train.train(config, folder, resume=resume, log=log)
+    resolved = str(train.resolve_device(device))
+    for i, (d, m, s) in enumerate(cells, 1):
+        folder = cell_dir(out, d, m, s)
+        if (folder / "eval.json").is_file():
+            log(f"[{i}/{len(cells)}] {d} {m} seed {s}: evaluated")
+            continue
+        log(f"[{i}/{len(cells)}] {d} {m} seed {s}: evaluating")
+        surrogate = None
+        if len(spec.seeds) > 1:
+            other = spec.seeds[(spec.seeds.index(s) + 1) % len(spec.seeds)]
+            surrogate = cell_dir(out, d, m, other)
+        report = evaluate.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=resolved,
+                                       progress=progress, log=log)
+        failed = [c["name"] for c in report["checks"] if c["passed"] is False]
+        if failed:
+            log(f"  sanity checks FAILED: {', '.join(failed)} (see {folder / 'eval.json'})")
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(values, scale=100.0, digits=1):
+    mean, std = _mean_std(values)
+    if mean is None:
+        return "-"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def collect(out) -> dict:
+    """Every cell's eval.json and summary.json under a sweep folder, and which are missing."""
+    out = Path(out)
+    spec_path = out / "sweep.json"
+    if not spec_path.is_file():
+        raise train.ConfigError(f"{out} is not a sweep folder (no sweep.json): run gatfast sweep first")
+    spec = json.loads(spec_path.read_text())
+    cells, missing = {}, []
+    for d in spec["datasets"]:
+        for m in spec["methods"]:
+            for s in spec["seeds"]:
+                folder = cell_dir(out, d, m, s)
+                ev, summ = folder / "eval.json", folder / "summary.json"
+                if not ev.is_file():
+                    missing.append({"dataset": d, "method": m, "seed": s,
+                                    "state": "evaluation missing" if summ.is_file() else
+                                    ("training unfinished" if (folder / train.CHECKPOINT).is_file() else "not started")})
+                    continue
+                summary = json.loads(summ.read_text()) if summ.is_file() else {}
+                cells[(d, m, s)] = {"eval": json.loads(ev.read_text()), "wall_s": summary.get("train_wall_s")}
+    return {"spec": spec, "cells": cells, "missing": missing}
+
+
+def report(out) -> dict:
+    """Writes OUT/report.md, OUT/report.json and PNG plots; returns the report."""
+    out = Path(out)
+    found = collect(out)
+    spec, cells = found["spec"], found["cells"]
+    rows = []
+    for d in spec["datasets"]:
+        for m in spec["methods"]:
+            group = [c for (cd, cm, _), c in cells.items() if cd == d and cm == m]
+            if not group:
+                continue
+            attacks = {}
+            for c in group:
+                for key, r in c["eval"]["attacks"].items():
+                    attacks.setdefault(key, {"name": r["name"], "values": []})["values"].append(r["accuracy"])
+            worst = [c["eval"]["worst_case"]["accuracy"] for c in group if c["eval"]["worst_case"]]
+            sweep = {}
+            for c in group:
+                for p in c["eval"]["sweep"]:
+                    sweep.setdefault(p["eps"], []).append(p["accuracy"])
+            failed = sorted({ch["name"] for c in group for ch in c["eval"]["checks"] if ch["passed"] is False})
+            rows.append({
+                "dataset": d, "method": m, "seeds": sorted(s for (cd, cm, s) in cells if cd == d and cm == m),
+                "eps": group[0]["eval"]["eps"],
+                "clean": [c["eval"]["clean"] for c in group],
+                "attacks": {k: v for k, v in attacks.items()},
+                "worst_case": worst,
+                "wall_s": [c["wall_s"] for c in group if c["wall_s"] is not None],
+                "sweep": {e: v for e, v in sorted(sweep.items())},
+                "failed_checks": failed,
+            })
+    result = {"rows": rows, "missing": found["missing"], "spec": spec}
+    checkpoint.write_json(out / "report.json", result)
+    _plots(rows, out)
+    (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec))
+    (out / ".report.md.tmp").replace(out / "report.md")
+    return result
+
+
+def _markdown(rows, missing, spec) -> str:
+    lines = ["# gatfast sweep report", "",
+             f"Datasets {', '.join(spec['datasets'])}; methods {', '.join(spec['methods'])}; "
+             f"seeds {', '.join(map(str, spec['seeds']))}. Accuracies in % on each dataset's test split, "
+             "mean ± std over the seeds that finished; clean accuracy beside every robust one.", ""]
+    for d in spec["datasets"]:
+        group = [r for r in rows if r["dataset"] == d]
+        if not group:
+            continue
+        keys = []
+        for r in group:
+            keys += [k for k in r["attacks"] if k not in keys]
+        names = {k: next(r["attacks"][k]["name"] for r in group if k in r["attacks"]) for k in keys}
+        lines += [f"## {d} (eps {group[0]['eps']:g})", "",
+                  "| method | seeds | clean | " + " | ".join(names[k] for k in keys) +
+                  " | worst case | train time (s) | failed checks |",
+                  "|---" * (6 + len(keys)) + "|"]
+        for r in group:
+            cols = [_fmt(r["attacks"][k]["values"]) if k in r["attacks"] else "-" for k in keys]
+            lines.append(f"| {r['method']} | {len(r['seeds'])} | {_fmt(r['clean'])} | " + " | ".join(cols) +
+                         f" | {_fmt(r['worst_case'])} | {_fmt(r['wall_s'], 1.0, 0)} | "
+                         f"{', '.join(r['failed_checks']) or 'none'} |")
+        lines.append("")
+    if missing:
+        lines += ["## Missing cells", ""]
+        lines += [f"- {m['dataset']} / {m['method']} / seed {m['seed']}: {m['state']}" for m in missing]
+        lines.append("")
+    lines += ["Plots: robust_vs_eps.png, clean_vs_robust.png, train_time.png.", ""]
+    return "\n".join(lines)
+
+
+def _plots(rows, out: Path):
+    if not rows:
+        return
+    curves, errors = {}, {}
+    for r in rows:
+        label = f"{r['dataset']} / {r['method']}"
+        curves[label] = [{"eps": e, "accuracy": statistics.fmean(v)} for e, v in r["sweep"].items()]
+        errors[label] = [_mean_std(v)[1] for v in r["sweep"].values()]
+    plots.robustness_vs_eps(curves, out / "robust_vs_eps.png", title="PGD accuracy over eps (mean ± std over seeds)",
+                            errors=errors)
+    points = {}
+    for r in rows:
+        robust = r["worst_case"] or next(iter(r["attacks"].values()), {"values": []})["values"]
+        if not robust:
+            continue
+        (cm, cs), (rm, rs) = _mean_std(r["clean"]), _mean_std(robust)
+        points[f"{r['dataset']} / {r['method']}"] = (100 * cm, 100 * rm, 100 * cs, 100 * rs)
+    if points:
+        plots.scatter(points, out / "clean_vs_robust.png", title="clean against robust accuracy (worst case)",
+                      xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
+    times = {f"{r['dataset']} / {r['method']}": _mean_std(r["wall_s"]) for r in rows if r["wall_s"]}
+    if times:
+        plots.bars(times, out / "train_time.png", title="training wall time", ylabel="seconds")

@@ -1,0 +1,175 @@
+"""gatfast eval / sweep / report: the suite's report and sanity checks (a gradient-masked
+model is caught), the command's files and errors, a sweep that resumes and a report that
+names missing cells."""
+
+import json
+
+import pytest
+import torch
+
+from gatfast import cli, evaluate, sweep, train
+from gatfast.train import TrainConfig
+
+FAST = dict(n=120, n_slow=40, pgd_steps=10, check_factor=3, sweep=(0.0, 0.05, 0.1, 0.2, 1.0), sweep_steps=10,
+            cw_steps=10, cw_search_steps=2, square_queries=50, transfer_steps=10)
+FAST_ARGS = ["--n", "120", "--n-slow", "40", "--pgd-steps", "10", "--check-factor", "3", "--sweep", "0,0.1,1",
+             "--sweep-steps", "10", "--cw-steps", "10", "--cw-search-steps", "2", "--square-queries", "50",
+             "--transfer-steps", "10", "--no-progress"]
+
+
+def _train(folder, **config):
+    base = dict(dataset="digits", method="standard", epochs=8, batch_size=64, eps=0.1, eval_pgd_steps=0,
+                progress=False)
+    train.train(TrainConfig(**{**base, **config}), folder, log=lambda *_: None)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return _train(root / "target", seed=0), _train(root / "surrogate", seed=1)
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    from gatfast import data
+    return data.load_dataset("digits").test.tensors
+
+
+class RoundedInput(torch.nn.Module):
+    """A gradient-masking 'defence': it rounds its input to the 17 grey levels of the
+    digits images, which leaves clean accuracy as it was and every input gradient zero."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 16) / 16)
+
+
+def _checks(report):
+    return {c["name"]: c["passed"] for c in report["checks"]}
+
+
+def test_healthy_model_passes_every_check(runs, digits_test):
+    target, surrogate = (train.load_run(r).classifier for r in runs)
+    x, y = digits_test
+    report = evaluate.evaluate(target, x, y, eps=0.1, norm="linf", num_classes=10,
+                               config=evaluate.EvalConfig(**FAST, attacks=("fgsm", "pgd", "pgd_margin", "square",
+                                                                            "transfer")),
+                               surrogate=surrogate, progress=False)
+    assert _checks(report) == {"accuracy_falls_with_eps": True, "near_zero_at_eps_1": True,
+                               "black_box_not_stronger": True, "more_steps_do_not_help": True, "pgd_converged": True}
+    a = report["attacks"]
+    assert a["pgd"]["accuracy"] <= a["fgsm"]["accuracy"] and a["pgd"]["n"] == 120 and a["square"]["n"] == 40
+    assert all(r["clean"] == pytest.approx(report["clean"], abs=0.05) for r in a.values())
+    assert report["worst_case"]["n"] == 40 and report["worst_case"]["accuracy"] <= a["square"]["accuracy"]
+    assert "L-inf perturbations of at most eps = 0.1" in report["threat_model"]
+    assert "Black box" in report["threat_model"] and "Transfer (PGD-10" in report["threat_model"]
+
+
+def test_gradient_masking_is_flagged(runs, digits_test):
+    target, surrogate = (train.load_run(r).classifier for r in runs)
+    masked = RoundedInput(target).eval()
+    x, y = digits_test
+    assert (masked(x).argmax(1) == y).float().mean() > 0.9
+    report = evaluate.evaluate(masked, x, y, eps=0.1, norm="linf", num_classes=10,
+                               config=evaluate.EvalConfig(**FAST, attacks=("fgsm", "pgd", "transfer")),
+                               surrogate=surrogate, progress=False)
+    checks = _checks(report)
+    assert checks["near_zero_at_eps_1"] is False
+    assert checks["black_box_not_stronger"] is False
+    assert "FAIL" in evaluate.format_table(report)
+
+
+def test_eval_command_writes_report_and_plot(runs, capsys):
+    target, surrogate = runs
+    assert cli.main(["eval", str(target), "--surrogate", str(surrogate), "--attacks", "fgsm,pgd,cw,transfer"]
+                    + FAST_ARGS) == 0
+    out = capsys.readouterr().out
+    assert "clean" in out and "PGD-10" in out and "worst case" in out and "near_zero_at_eps_1" in out
+    report = json.loads((target / "eval.json").read_text())
+    assert set(report["attacks"]) == {"fgsm", "pgd", "cw", "transfer"}
+    assert report["surrogate"]["seed"] == 1 and report["run"]["method"] == "standard"
+    assert (target / "eval_eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attacks", "pgd,deepfool"], "unknown attack 'deepfool'"),
+    (["--pgd-steps", "0"], "pgd_steps must be an int >= 1"),
+    (["--eps", "8"], "did you mean 8/255"),
+    (["--sweep", "0.1,2"], "sweep eps must be in [0, 1]"),
+    (["--cw-budget", "-1"], "cw_budget must be finite and > 0"),
+])
+def test_eval_bad_input_exits_2_and_writes_nothing(args, message, runs, capsys):
+    target, _ = runs
+    before = {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()}
+    assert cli.main(["eval", str(target)] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == before
+
+
+def test_eval_needs_a_trained_run(tmp_path, runs, capsys):
+    assert cli.main(["eval", str(tmp_path)]) == 2
+    assert "not a gatfast run folder" in capsys.readouterr().err
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text((runs[0] / "config.json").read_text())
+    assert cli.main(["eval", str(half)]) == 2
+    assert "holds no trained model" in capsys.readouterr().err
+    assert cli.main(["eval", str(runs[0]), "--surrogate", str(runs[0])]) == 2
+    assert "separately trained" in capsys.readouterr().err
+
+
+def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--datasets", "digits", "--methods", "standard,fgsm_rs", "--seeds", "0,1", "--eps", "0.1",
+            "--epochs", "2", "--attacks", "fgsm,pgd,transfer", "--out", str(out)] + FAST_ARGS
+    # Interrupt the sweep during the last cell's training: the earlier cells are kept.
+    real_train, calls = train.train, []
+
+    def stop_at_fourth(config, folder, **kw):
+        calls.append((config.method, config.seed))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_train(config, folder, **kw)
+
+    monkeypatch.setattr(train, "train", stop_at_fourth)
+    assert cli.main(args) == 130
+    assert cli.main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "fgsm_rs / seed 1: not started" in text and "standard / seed 0: evaluation missing" in text
+    # Run again: only the missing cell trains, then every cell is evaluated once.
+    calls.clear()
+    monkeypatch.setattr(train, "train", lambda config, folder, **kw: calls.append((config.method, config.seed))
+                        or real_train(config, folder, **kw))
+    evaluated = []
+    real_eval = evaluate.evaluate_run
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda folder, *a, **kw: evaluated.append(folder)
+                        or real_eval(folder, *a, **kw))
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert calls == [("fgsm_rs", 1)] and len(evaluated) == 4
+    report = json.loads((out / "report.json").read_text())
+    assert not report["missing"] and {r["method"] for r in report["rows"]} == {"standard", "fgsm_rs"}
+    assert all(len(r["clean"]) == 2 for r in report["rows"])
+    md = (out / "report.md").read_text()
+    assert "| standard | 2 |" in md and "±" in md
+    for png in ("robust_vs_eps.png", "clean_vs_robust.png", "train_time.png"):
+        assert (out / png).stat().st_size > 1000
+    # A third run does nothing but the report.
+    calls.clear()
+    evaluated.clear()
+    assert cli.main(args) == 0
+    assert calls == [] and evaluated == []
+
+
+def test_sweep_bad_input(tmp_path, capsys):
+    assert cli.main(["sweep", "--datasets", "digits,imagenet", "--out", str(tmp_path / "s")]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    assert cli.main(["sweep", "--datasets", "digits", "--eps", "mnist5k=0.3", "--out", str(tmp_path / "s")]) == 2
+    assert "no eps for digits" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    assert cli.main(["report", str(tmp_path)]) == 2
