@@ -127,25 +127,47 @@ def run(device: str | None = None, cases=None, warmup: int = 3, iters: int = 10,
             rows.append(row)
             log(f"{model} b{batch} {name:>20}: {row['step_ms']:9.2f} ms  {row['samples_per_s']:10.1f} samples/s  "
                 f"{row['vs_literal']}x literal")
-    result = {"date": datetime.date.today().isoformat(), "device": _device_name(device), "torch": torch.__version__,
-              "gatfast": gatfast.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-              "build": gatfast.build_info(), "warmup": warmup, "iters": iters, "statistic": "median step time, variants interleaved",
-              "rows": rows}
+    result = {**provenance(device), "warmup": warmup, "iters": iters,
+              "statistic": "median step time, variants interleaved", "rows": rows}
     if out_dir:
         _write(result, Path(out_dir), device)
     return result
 
 
+def provenance(device) -> dict:
+    """What a benchmark result must say about where and when it was measured."""
+    return {"date": datetime.date.today().isoformat(), "device": _device_name(device), "torch": torch.__version__,
+            "gatfast": gatfast.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "build": gatfast.build_info()}
+
+
+def save(result: dict, markdown: list[str], out_dir: Path, stem: str, device) -> None:
+    """OUT_DIR/STEM-<cpu|gpu>.json (the result) and .md (the table)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = "gpu" if device.type == "cuda" else "cpu"
+    (out_dir / f"{stem}-{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{stem}-{tag}.md").write_text("\n".join(markdown) + "\n")
+
+
 def _device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), else the architecture: CPU timings differ by model
+    (e.g. bf16 is fast only where the CPU has bf16 instructions)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _write(result, out_dir: Path, device):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tag = "gpu" if device.type == "cuda" else "cpu"
-    (out_dir / f"step-{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# GAT step throughput on {result['device']}", "",
              f"{result['date']}, torch {result['torch']}, gatfast {result['gatfast']}; median of {result['iters']} "
              f"steps after {result['warmup']} warm-up steps, the variants taking turns step by step; ratios against "
@@ -158,5 +180,5 @@ def _write(result, out_dir: Path, device):
         else:
             lines.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {r['step_ms']:.2f} | "
                          f"{r['samples_per_s']:.0f} | {r['vs_literal']:.2f}x |")
-    (out_dir / f"step-{tag}.md").write_text("\n".join(lines) + "\n")
+    save(result, lines, out_dir, "step", device)
 

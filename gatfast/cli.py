@@ -101,6 +101,7 @@ _EVAL_HELP = {
                                                        "transfer")),
     "n": "first test images for clean, FGSM, PGD, transfer and the eps sweep",
     "n_slow": "first test images for CW, Square, AutoAttack and the 10x-steps PGD check",
+    "n_autoattack": "AutoAttack on only the first N images (default: --n-slow); it is the slowest attack",
     "eps": "evaluate at this eps (default: the run's)",
     "check_factor": "the more-steps check runs PGD with this many times --pgd-steps",
     "sweep": "comma-separated eps values for the accuracy-over-eps plot",
@@ -120,8 +121,9 @@ def _add_eval_arguments(parser: argparse.ArgumentParser, skip=()):
             parser.add_argument(flag, type=kind, default=None, help=_EVAL_HELP.get(f.name))
         elif f.name in ("attacks", "sweep"):
             parser.add_argument(flag, default=None, help=_EVAL_HELP.get(f.name))
-        else:
-            parser.add_argument(flag, type=float, default=None, help=_EVAL_HELP.get(f.name))
+        else:  # int | None, float | None
+            inner = int if int in typing.get_args(kind) else float
+            parser.add_argument(flag, type=inner, default=None, help=_EVAL_HELP.get(f.name))
 
 
 def _list(text: str, kind, flag: str) -> tuple:
@@ -187,6 +189,16 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_bench_pgd(args) -> int:
+    from gatfast import bench_pgd
+    if args.steps < 1 or args.rounds < 1:
+        raise train_mod.ConfigError("--steps and --rounds must be >= 1")
+    device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
+    bench_pgd.run(args.run, device, steps=args.steps, rounds=args.rounds, out_dir=args.out)
+    print(f"wrote {args.out}/pgd-*.json and .md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatfast", description="Fast, honest GAN-based adversarial training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-progress", action="store_true")
     w.add_argument("--out", required=True, help="the sweep folder (a second run resumes it)")
     w.set_defaults(func=_cmd_sweep)
+    bp = sub.add_parser("bench-pgd", help="gatfast PGD against torchattacks PGD over a test set, same budget")
+    bp.add_argument("--run", action="append", default=[], help="a run folder whose model to attack (repeatable; "
+                    "default: a small CNN trained for 2 epochs without defence)")
+    bp.add_argument("--device", default="auto")
+    bp.add_argument("--steps", type=int, default=40)
+    bp.add_argument("--rounds", type=int, default=3)
+    bp.add_argument("--out", default="benchmarks/results", help="folder for pgd-<device>.json and .md")
+    bp.set_defaults(func=_cmd_bench_pgd)
     r = sub.add_parser("report", help="tables and plots of a (possibly partial) sweep")
     r.add_argument("sweep_dir")
     r.set_defaults(func=_cmd_report)

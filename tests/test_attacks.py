@@ -90,6 +90,7 @@ def test_outputs_stay_in_threat_model(name, digits_model, digits_surrogate, digi
     assert digits_model.training == was_training  # the model's mode is restored
     digits_model.eval()
     assert all(p.requires_grad for p in digits_model.parameters())  # parameters unfrozen again
+    assert all(p.is_contiguous() for p in digits_model.parameters())  # and back in their own layout
     _inside(x_adv, x, attack.eps, attack.norm)
     assert accuracy(digits_model, x_adv, y) <= accuracy(digits_model, x, y)
     assert attack.describe().startswith(attack.name.split("-")[0])

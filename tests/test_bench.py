@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from gatfast import bench, cli
 
 
@@ -19,3 +21,25 @@ def test_bench_writes_a_table_with_ratios(tmp_path):
 def test_bench_rejects_bad_arguments(capsys):
     assert cli.main(["bench", "--iters", "0"]) == 2
     assert "--iters must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_pgd_times_both_attacks_on_a_run(tmp_path):
+    pytest.importorskip("torchattacks")
+    from gatfast import bench_pgd, data, train
+    run_dir = tmp_path / "run"
+    train.train(train.TrainConfig(dataset="digits", method="standard", epochs=3, batch_size=64, eps=0.1,
+                                  eval_pgd_steps=0, progress=False), run_dir, log=lambda *_: None)
+    result = bench_pgd.run([run_dir], "cpu", steps=5, rounds=1, out_dir=tmp_path / "out", log=lambda *_: None)
+    (row,) = result["rows"]
+    assert row["images"] == len(data.load_dataset("digits").test) and row["eps"] == 0.1 and row["steps"] == 5
+    assert row["seconds"]["gatfast"] > 0 and row["seconds"]["torchattacks"] > 0
+    assert row["speedup"] == row["seconds"]["torchattacks"] / row["seconds"]["gatfast"]
+    # the same budget gives the same strength (gatfast keeps each sample's strongest point)
+    assert row["accuracy"]["gatfast"] <= row["accuracy"]["torchattacks"] + 0.03 < row["clean"]
+    assert json.loads((tmp_path / "out" / "pgd-cpu.json").read_text())["rows"] == result["rows"]
+    assert f"| run (standard, digits) | {row['images']} |" in (tmp_path / "out" / "pgd-cpu.md").read_text()
+
+
+def test_bench_pgd_rejects_bad_arguments(capsys):
+    assert cli.main(["bench-pgd", "--steps", "0"]) == 2
+    assert "--steps and --rounds must be >= 1" in capsys.readouterr().err

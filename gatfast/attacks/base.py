@@ -4,6 +4,7 @@ parameters while it runs, batching with a progress bar, and the margin loss."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 
@@ -25,13 +26,27 @@ def frozen(model: torch.nn.Module):
 
 
 @contextlib.contextmanager
-def evaluating(model: torch.nn.Module):
+def channels_last(model: torch.nn.Module):
+    """The model's 4-D weights in channels-last memory order while the block runs (the
+    same values; oneDNN's convolutions run ~1.35x faster so on the CPU here), then back
+    to the tensors they were."""
+    saved = [(t, t.data) for t in itertools.chain(model.parameters(), model.buffers())]
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield model
+    finally:
+        for t, data in saved:
+            t.data = data
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module, fast_layout: bool = False):
     """The deployed model: eval mode (BatchNorm running statistics, no dropout) and frozen
-    parameters, restored afterwards."""
+    parameters, restored afterwards; fast_layout=True adds `channels_last`."""
     was_training = model.training
     model.eval()
     try:
-        with frozen(model):
+        with frozen(model), (channels_last(model) if fast_layout else contextlib.nullcontext()):
             yield model
     finally:
         model.train(was_training)
@@ -106,7 +121,8 @@ class Attack:
             from tqdm.auto import tqdm
             bar = tqdm(total=images.shape[0], desc=self.name, unit="img", leave=False, dynamic_ncols=True)
         try:
-            with evaluating(self.model):
+            # Channels-last only on the CPU, where it was measured to pay (GPUs: not yet).
+            with evaluating(self.model, fast_layout=images.device.type == "cpu"):
                 for i in starts:
                     xb, yb = images[i:i + self.batch_size].detach(), labels[i:i + self.batch_size]
                     out.append(self._attack(xb, yb).detach())
