@@ -191,7 +191,7 @@ def test_recipes_set_the_gat_options_and_explicit_options_win():
 
 def test_cli_recipe(tmp_path, capsys):
     assert cli.main(["train", "--recipe", "fancy", "--out", str(tmp_path)]) == 2
-    assert "unknown recipe 'fancy'; choose from paper, l2l" in capsys.readouterr().err
+    assert "unknown recipe 'fancy'; choose from paper, l2l, l2l-3" in capsys.readouterr().err
     assert cli.main(["train", "--recipe", "paper", "--dataset", "digits", "--epochs", "1", "--eval-pgd-steps", "0",
                      "--generator-width", "8", "--no-progress", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["generator_input"] == "grad"
