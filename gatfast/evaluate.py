@@ -246,17 +246,20 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         sweep[float(e)] = {"accuracy": acc, "n": n}
         log(f"  {attack.name} at eps {e:g}: {acc:6.1%}  ({time.perf_counter() - start:.0f} s, the eps sweep)")
 
+    # CW reports accuracy within an L2 budget: another threat model unless the run is L2
+    # with that budget. The worst case and the checks compare attacks within one model.
+    in_model = {k: r for k, r in results.items() if k != "cw" or (norm == "l2" and cw_budget == eps)}
     worst = None
-    if results:  # on the first n_slow images, over every attack that ran on all of them
-        m = min(n_slow, max(r.n for r in results.values()))
-        covering = [r for r in results.values() if r.n >= m]
+    if in_model:  # on the first n_slow images, over every attack that ran on all of them
+        m = min(n_slow, max(r.n for r in in_model.values()))
+        covering = [r for r in in_model.values() if r.n >= m]
         survived = torch.ones(m, dtype=torch.bool)
         for r in covering:
             survived &= torch.tensor(r.correct[:m], dtype=torch.bool)
         worst = {"accuracy": float(survived.float().mean()), "n": m, "clean": float(clean[:m].float().mean()),
                  "attacks": [r.name for r in covering]}
 
-    checks = sanity_checks(results, sweep, norm, pgd_check)
+    checks = sanity_checks(in_model, sweep, norm, pgd_check)
     return {
         "threat_model": threat_model(eps, norm, tuple(x.shape[1:]), results, skipped),
         "eps": eps, "norm": norm, "n": n, "n_slow": n_slow,
@@ -295,10 +298,15 @@ def format_table(report: dict) -> str:
         w = report["worst_case"]
         rows.append(("worst case" if len(w["attacks"]) < len(report["attacks"]) else "worst case (all)", "",
                      str(w["n"]), f"{w['clean']:.1%}", f"{w['accuracy']:.1%}"))
+        left_out = [r["name"] for r in report["attacks"].values() if r["name"] not in w["attacks"]]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if report["worst_case"]:
+        w = report["worst_case"]
+        lines.append(f"worst case: per image over {', '.join(w['attacks'])}"
+                     + (f" (not {', '.join(left_out)}: fewer images or another threat model)" if left_out else ""))
     for why in report["skipped"].values():
         lines.append(f"transfer: {why}")
     sweep = ", ".join(f"{s['eps']:g}: {s['accuracy']:.1%}" for s in report["sweep"])

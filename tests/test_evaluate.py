@@ -89,6 +89,8 @@ def test_eval_command_writes_report_and_plot(runs, capsys):
                     + FAST_ARGS) == 0
     out = capsys.readouterr().out
     assert "clean" in out and "PGD-10" in out and "worst case" in out and "near_zero_at_eps_1" in out
+    # CW's L2 budget is another threat model than linf eps 0.1: not part of the worst case
+    assert "worst case: per image over FGSM, PGD-10, Transfer (not CW-L2:" in out
     report = json.loads((target / "eval.json").read_text())
     assert set(report["attacks"]) == {"fgsm", "pgd", "cw", "transfer"}
     assert report["surrogate"]["seed"] == 1 and report["run"]["method"] == "standard"
