@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from gatfast import cli, evaluate, sweep, train
+from gatfast import cli, evaluate, train
 from gatfast.train import TrainConfig
 
 FAST = dict(n=120, n_slow=40, pgd_steps=10, check_factor=3, sweep=(0.0, 0.05, 0.1, 0.2, 1.0), sweep_steps=10,
