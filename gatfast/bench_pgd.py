@@ -31,12 +31,6 @@ def _standard_model(device, log):
         return train.load_run(Path(tmp) / "run", device).classifier, config
 
 
-def _accuracy(model, x, y):
-    with torch.no_grad():
-        return float(torch.cat([model(x[i:i + 500]).argmax(1) == y[i:i + 500] for i in range(0, len(y), 500)])
-                     .float().mean())
-
-
 def compare(model, x, y, *, eps, norm="linf", steps=40, rounds=3, batch_size=500, sync=lambda: None):
     import torchattacks
 
@@ -58,10 +52,10 @@ def compare(model, x, y, *, eps, norm="linf", steps=40, rounds=3, batch_size=500
             x_adv = fn()
             sync()
             times[name].append(time.perf_counter() - t0)
-            acc[name] = _accuracy(model, x_adv, y)
+            acc[name] = train.accuracy(model, x_adv, y)
     median = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"seconds": median, "accuracy": acc, "speedup": median["torchattacks"] / median["gatfast"],
-            "clean": _accuracy(model, x, y)}
+            "clean": train.accuracy(model, x, y)}
 
 
 def run(run_dirs=(), device=None, steps=40, rounds=3, out_dir="benchmarks/results", log=print) -> dict:

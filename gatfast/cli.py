@@ -193,8 +193,7 @@ def _cmd_bench_pgd(args) -> int:
     from gatfast import bench_pgd
     if args.steps < 1 or args.rounds < 1:
         raise train_mod.ConfigError("--steps and --rounds must be >= 1")
-    device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
-    bench_pgd.run(args.run, device, steps=args.steps, rounds=args.rounds, out_dir=args.out)
+    bench_pgd.run(args.run, str(train_mod.resolve_device(args.device)), steps=args.steps, rounds=args.rounds, out_dir=args.out)
     print(f"wrote {args.out}/pgd-*.json and .md")
     return 0
 

@@ -59,13 +59,12 @@ class EvalConfig:
         if unknown:
             raise EvalError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
         for name in ("n", "n_slow", "pgd_steps", "pgd_restarts", "check_factor", "sweep_steps", "cw_steps",
-                     "cw_search_steps", "square_queries", "transfer_steps", "attack_batch_size"):
+                     "cw_search_steps", "square_queries", "transfer_steps", "attack_batch_size", "n_autoattack"):
             value = getattr(self, name)
+            if name == "n_autoattack" and value is None:  # optional: n_slow
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EvalError(f"{name} must be an int >= 1, got {value!r}")
-        if self.n_autoattack is not None and (isinstance(self.n_autoattack, bool) or
-                                              not isinstance(self.n_autoattack, int) or self.n_autoattack < 1):
-            raise EvalError(f"n_autoattack must be an int >= 1, got {self.n_autoattack!r}")
         for name in ("eps", "cw_budget"):
             value = getattr(self, name)
             if value is not None:
@@ -294,19 +293,19 @@ def format_table(report: dict) -> str:
     for r in report["attacks"].values():
         rows.append((r["name"], "white" if r["white_box"] else "black", str(r["n"]), f"{r['clean']:.1%}",
                      f"{r['accuracy']:.1%}"))
+    notes = []
     if report["worst_case"]:
         w = report["worst_case"]
-        rows.append(("worst case" if len(w["attacks"]) < len(report["attacks"]) else "worst case (all)", "",
-                     str(w["n"]), f"{w['clean']:.1%}", f"{w['accuracy']:.1%}"))
         left_out = [r["name"] for r in report["attacks"].values() if r["name"] not in w["attacks"]]
+        rows.append(("worst case" if left_out else "worst case (all)", "",
+                     str(w["n"]), f"{w['clean']:.1%}", f"{w['accuracy']:.1%}"))
+        notes.append(f"worst case: per image over {', '.join(w['attacks'])}"
+                     + (f" (not {', '.join(left_out)}: fewer images or another threat model)" if left_out else ""))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    if report["worst_case"]:
-        w = report["worst_case"]
-        lines.append(f"worst case: per image over {', '.join(w['attacks'])}"
-                     + (f" (not {', '.join(left_out)}: fewer images or another threat model)" if left_out else ""))
+    lines += notes
     for why in report["skipped"].values():
         lines.append(f"transfer: {why}")
     sweep = ", ".join(f"{s['eps']:g}: {s['accuracy']:.1%}" for s in report["sweep"])

@@ -39,14 +39,20 @@ def channels_last(model: torch.nn.Module):
             t.data = data
 
 
+def _on_cpu(model: torch.nn.Module) -> bool:
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first is None or first.device.type == "cpu"
+
+
 @contextlib.contextmanager
-def evaluating(model: torch.nn.Module, fast_layout: bool = False):
+def evaluating(model: torch.nn.Module):
     """The deployed model: eval mode (BatchNorm running statistics, no dropout) and frozen
-    parameters, restored afterwards; fast_layout=True adds `channels_last`."""
+    parameters, restored afterwards; on the CPU also `channels_last`, where it was
+    measured to pay (GPUs: not yet)."""
     was_training = model.training
     model.eval()
     try:
-        with frozen(model), (channels_last(model) if fast_layout else contextlib.nullcontext()):
+        with frozen(model), (channels_last(model) if _on_cpu(model) else contextlib.nullcontext()):
             yield model
     finally:
         model.train(was_training)
@@ -121,8 +127,7 @@ class Attack:
             from tqdm.auto import tqdm
             bar = tqdm(total=images.shape[0], desc=self.name, unit="img", leave=False, dynamic_ncols=True)
         try:
-            # Channels-last only on the CPU, where it was measured to pay (GPUs: not yet).
-            with evaluating(self.model, fast_layout=images.device.type == "cpu"):
+            with evaluating(self.model):
                 for i in starts:
                     xb, yb = images[i:i + self.batch_size].detach(), labels[i:i + self.batch_size]
                     out.append(self._attack(xb, yb).detach())

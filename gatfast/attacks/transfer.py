@@ -40,6 +40,6 @@ class Transfer(Attack):
         return super().__call__(images, labels)
 
     def _attack(self, x, y):
-        with evaluating(self.surrogate, fast_layout=x.device.type == "cpu"):
+        with evaluating(self.surrogate):
             return pgd(self.surrogate, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
                        step_size=self.step_size, loss=self.loss, generator=self._generator)
