@@ -256,6 +256,7 @@ def environment(device: torch.device) -> dict:
 class _Dist:
     rank: int = 0
     world: int = 1
+    owns_group: bool = False   # train() opened the process group, so it closes it
 
     @property
     def main(self):
@@ -266,10 +267,11 @@ def _init_distributed(device_name: str) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if device_name != "cpu" and torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
-    return _Dist(dist.get_rank(), dist.get_world_size())
+    return _Dist(dist.get_rank(), dist.get_world_size(), owns)
 
 
 def _average_gradients(modules, share: float):
@@ -367,6 +369,17 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print, on_e
         raise ConfigError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     config.validate()
     ddp = _init_distributed(config.device)
+    try:
+        return _train(config, out, ckpt_path, resume, ddp, log, on_end)
+    finally:
+        # A process that exits with its gloo group alive can abort ("terminate called
+        # without an active exception") while another rank still evaluates: the group
+        # is closed by whoever opened it.
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, out: Path, ckpt_path: Path, resume: bool, ddp: "_Dist", log, on_end) -> dict:
     device = resolve_device(config.device)
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ddp.rank)))
