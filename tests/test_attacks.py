@@ -73,14 +73,17 @@ ATTACKS = {
     "cw": lambda m, s: attacks.CW(m, budget=0.5, steps=10, search_steps=2),
     "square-linf": lambda m, s: attacks.Square(m, eps=0.1, n_queries=20),
     "square-l2": lambda m, s: attacks.Square(m, eps=0.5, norm="l2", n_queries=20),
-    "autoattack": lambda m, s: attacks.AutoAttack(m, eps=0.1),
+    "apgd-linf": lambda m, s: attacks.APGD(m, eps=0.1, steps=10),
+    "apgd-t-l2": lambda m, s: attacks.APGD(m, eps=0.5, norm="l2", steps=10, loss="dlr", targets=3),
+    "fab-t": lambda m, s: attacks.FAB(m, eps=0.1, steps=5),
+    "autoattack": lambda m, s: attacks.AutoAttack(m, eps=0.1, steps=10, square_queries=50),
     "transfer": lambda m, s: attacks.Transfer(m, s, eps=0.1, steps=5),
 }
 
 
 @pytest.mark.parametrize("name", ATTACKS)
 def test_outputs_stay_in_threat_model(name, digits_model, digits_surrogate, digits_test):
-    if name in ("square-linf", "square-l2", "autoattack"):
+    if name in ("square-linf", "square-l2", "fab-t", "autoattack"):
         pytest.importorskip("torchattacks")
     attack = ATTACKS[name](digits_model, digits_surrogate)
     n = 24 if name == "autoattack" else 120
@@ -96,10 +99,16 @@ def test_outputs_stay_in_threat_model(name, digits_model, digits_surrogate, digi
     assert attack.describe().startswith(attack.name.split("-")[0])
 
 
-def test_restarts_never_weaker(digits_model, digits_test):
+@pytest.mark.parametrize("step_size", [None, 0.02], ids=["adaptive", "fixed"])
+def test_restarts_never_weaker(digits_model, digits_test, step_size):
     x, y = digits_test
-    one = attacks.PGD(digits_model, eps=0.08, steps=5, seed=3)(x, y)
-    three = attacks.PGD(digits_model, eps=0.08, steps=5, restarts=3, seed=3)(x, y)
+    # one batch: the random stream is shared across batches, so a second batch would start elsewhere
+    one = attacks.PGD(digits_model, eps=0.08, steps=5, seed=3, step_size=step_size, batch_size=1000)(x, y)
+    three = attacks.PGD(digits_model, eps=0.08, steps=5, restarts=3, seed=3, step_size=step_size,
+                        batch_size=1000)(x, y)
+    if step_size is None:  # APGD keeps the highest-loss point, not the highest margin: accuracy only
+        assert accuracy(digits_model, three, y) < accuracy(digits_model, one, y)
+        return
     with torch.no_grad():
         m1, m3 = margin_loss(digits_model(one), y), margin_loss(digits_model(three), y)
     assert bool((m3 >= m1 - 1e-6).all())
@@ -108,8 +117,8 @@ def test_restarts_never_weaker(digits_model, digits_test):
 
 def test_more_steps_are_stronger(digits_model, digits_test):
     x, y = digits_test
-    weak = accuracy(digits_model, attacks.PGD(digits_model, eps=0.1, steps=2)(x, y), y)
-    strong = accuracy(digits_model, attacks.PGD(digits_model, eps=0.1, steps=20)(x, y), y)
+    weak = accuracy(digits_model, attacks.PGD(digits_model, eps=0.1, steps=2, step_size=0.05)(x, y), y)
+    strong = accuracy(digits_model, attacks.PGD(digits_model, eps=0.1, steps=20, step_size=0.0125)(x, y), y)
     assert strong < weak
 
 
@@ -143,7 +152,9 @@ def test_undefended_mnist_model_is_broken(tmp_path_factory):
     (lambda m: attacks.PGD(m, eps=0.1, amp="fp8"), "amp"),
     (lambda m: attacks.CW(m, budget=0.5, kappa=-1), "kappa must be >= 0"),
     (lambda m: attacks.Transfer(m, m, eps=0.1), "separately trained"),
-    (lambda m: attacks.AutoAttack(m, eps=0.1, version="fast"), "version must be one of"),
+    (lambda m: attacks.APGD(m, eps=0.1, targets=3), "targets > 0 \\(APGD-T\\) runs the targeted DLR loss"),
+    (lambda m: attacks.APGD(m, eps=0.1, loss="hinge"), "loss must be one of ce, dlr, margin"),
+    (lambda m: attacks.AutoAttack(m, eps=0.1, steps=0), "steps must be >= 1"),
     (lambda m: attacks.PGD("model", eps=0.1), "model must be a torch.nn.Module"),
 ])
 def test_bad_arguments(make, message, digits_model):

@@ -4,7 +4,9 @@
 - `FGSM`, `PGD` (linf / l2, steps, step size, random start, restarts, ce or margin
   loss, AMP): white box, on the fused `gatfast.pgd_step` (gradient.py);
 - `CW`: Carlini-Wagner L2, accuracy at an L2 budget (cw.py);
-- `AutoAttack`, `Square`: through torchattacks (external.py);
+- `APGD` (CE, DLR, and APGD-T: targeted DLR), Croce and Hein's step-size schedule (apgd.py);
+- `AutoAttack`: standard (APGD-CE, APGD-T, FAB-T, Square in a cascade) with the
+  published settings (autoattack.py); `FAB`, `Square`: through torchattacks (external.py);
 - `Transfer`: PGD on a separately trained surrogate (transfer.py).
 
 `pgd` (a function) is the training methods' plain PGD.
@@ -12,10 +14,12 @@
 
 from gatfast.attacks.base import Attack, evaluating, frozen, margin_loss
 from gatfast.attacks.cw import CW
-from gatfast.attacks.external import AutoAttack, Square
+from gatfast.attacks.apgd import APGD
+from gatfast.attacks.autoattack import AutoAttack
+from gatfast.attacks.external import FAB, Square
 from gatfast.attacks.gradient import FGSM, PGD, pgd
 from gatfast.attacks.transfer import Transfer
 from gatfast.reference import random_start
 
-__all__ = ["Attack", "AutoAttack", "CW", "FGSM", "PGD", "Square", "Transfer", "evaluating", "frozen",
+__all__ = ["APGD", "Attack", "AutoAttack", "CW", "FAB", "FGSM", "PGD", "Square", "Transfer", "evaluating", "frozen",
            "margin_loss", "pgd", "random_start"]

@@ -1,6 +1,7 @@
-"""Attacks gatfast takes from torchattacks (pinned: 3.5.1) rather than rewriting:
-AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square; Croce and Hein, 2020) and Square
-(a score-based black-box attack: it reads the model's outputs, never its gradients)."""
+"""Attacks gatfast takes from torchattacks (pinned: 3.5.1) rather than rewriting: FAB
+(Croce and Hein 2020), and Square (Andriushchenko et al. 2020, a score-based black-box
+attack: it reads the model's outputs, never its gradients). Both are members of
+AutoAttack (autoattack.py), with AutoAttack's settings as defaults."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from gatfast import _checks
 from gatfast.attacks.base import Attack
 
 TORCHATTACKS_VERSION = "3.5.1"
-VERSIONS = ("standard", "plus", "rand")
 
 
 def _torchattacks():
@@ -25,24 +25,32 @@ def _norm_name(norm: str) -> str:
     return "Linf" if norm == "linf" else "L2"
 
 
-class AutoAttack(Attack):
-    """torchattacks.AutoAttack with its own flags (version, seed); n_classes from the model."""
+class FAB(Attack):
+    """torchattacks.FAB (Croce and Hein 2020): the smallest perturbation found by stepping
+    to the linearised decision boundary and back towards the clean image; an example
+    counts when it lies within eps. `targeted=True` is AutoAttack's FAB-T: in turn
+    against each of the `n_classes - 1` most likely wrong classes, on the samples still
+    standing. AutoAttack's 100 steps by default (torchattacks' own default is 10)."""
 
-    name = "AutoAttack"
+    name = "FAB"
 
-    def __init__(self, model, *, eps: float, norm: str = "linf", n_classes: int = 10, version: str = "standard",
-                 seed: int = 0, batch_size: int = 500, progress: bool = False):
+    def __init__(self, model, *, eps: float, norm: str = "linf", n_classes: int = 10, steps: int = 100,
+                 targeted: bool = True, restarts: int = 1, seed: int = 0, batch_size: int = 250,
+                 progress: bool = False):
         super().__init__(model, eps=eps, norm=norm, batch_size=batch_size, progress=progress)
-        if version not in VERSIONS:
-            raise ValueError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
-        self.version, self.seed = version, int(seed)
         self.n_classes = _checks.count(n_classes, "n_classes", 2)
-        self._attack_impl = _torchattacks().AutoAttack(model, norm=_norm_name(self.norm), eps=self.eps,
-                                                      version=version, n_classes=self.n_classes, seed=self.seed)
+        self.steps = _checks.count(steps, "steps")
+        self.restarts = _checks.count(restarts, "restarts")
+        self.targeted, self.seed = bool(targeted), int(seed)
+        self.name = "FAB-T" if self.targeted else "FAB"
+        self._attack_impl = _torchattacks().FAB(model, norm=_norm_name(self.norm), eps=self.eps, steps=self.steps,
+                                               n_restarts=self.restarts, seed=self.seed,
+                                               multi_targeted=self.targeted, n_classes=self.n_classes)
 
     def describe(self):
-        return (f"AutoAttack {self.version} (torchattacks {TORCHATTACKS_VERSION}: APGD-CE, APGD-T, FAB-T, Square; "
-                f"{self.norm}, eps {self.eps:g}, white box + black box)")
+        what = f"against the {self.n_classes - 1} most likely wrong classes" if self.targeted else "untargeted"
+        return (f"{self.name} (torchattacks {TORCHATTACKS_VERSION}; {self.norm}, eps {self.eps:g}, {self.steps} steps, "
+                f"{what}, white box)")
 
     def _attack(self, x, y):
         return self._attack_impl(x, y)
