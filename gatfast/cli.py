@@ -97,13 +97,17 @@ def _cmd_bench(args) -> int:
 
 
 _EVAL_HELP = {
-    "attacks": "comma-separated, from: " + ", ".join(("fgsm", "pgd", "pgd_margin", "cw", "square", "autoattack",
-                                                       "transfer")),
-    "n": "first test images for clean, FGSM, PGD, transfer and the eps sweep",
-    "n_slow": "first test images for CW, Square, AutoAttack and the 10x-steps PGD check",
-    "n_autoattack": "AutoAttack on only the first N images (default: --n-slow); it is the slowest attack",
+    "attacks": "comma-separated, from: fgsm, pgd, pgd_margin, apgd_ce, apgd_t, fab_t, square, cw, transfer, "
+               "and autoattack (its four members)",
+    "n": "first test images for every attack but CW (default 1000: all of mnist5k's test split)",
+    "n_slow": "first test images for CW",
+    "n_autoattack": "AutoAttack's members on only the first N images (default: --n); they are the slowest",
     "eps": "evaluate at this eps (default: the run's)",
+    "pgd_step_size": "a fixed PGD step (default: APGD's adaptive step size, measured stronger)",
+    "autoattack_steps": "steps of APGD-CE, APGD-T and FAB-T (AutoAttack: 100)",
     "check_factor": "the more-steps check runs PGD with this many times --pgd-steps",
+    "check_restarts": "the restarts check runs PGD with this many times --pgd-restarts",
+    "check_alpha": "significance level of the per-image sanity checks (one-sided binomial test)",
     "sweep": "comma-separated eps values for the accuracy-over-eps plot",
     "cw_budget": "L2 budget at which CW accuracy is reported (default: eps for l2 runs, by image size for linf)",
 }
@@ -198,6 +202,21 @@ def _cmd_bench_pgd(args) -> int:
     return 0
 
 
+def _cmd_bench_autoattack(args) -> int:
+    from gatfast import bench_pgd
+    if args.n < 1:
+        raise train_mod.ConfigError(f"--n must be >= 1, got {args.n}")
+    variants = _list(args.variants, str, "--variants")
+    unknown = [v for v in variants if v not in bench_pgd.AUTOATTACK_VARIANTS]
+    if unknown:
+        raise train_mod.ConfigError(f"--variants: unknown {unknown[0]!r}; choose from "
+                                    f"{', '.join(bench_pgd.AUTOATTACK_VARIANTS)}")
+    bench_pgd.run_autoattack(args.run_dir, str(train_mod.resolve_device(args.device)), n=args.n, variants=variants,
+                             out_dir=args.out)
+    print(f"wrote {args.out}/autoattack-*.json and .md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatfast", description="Fast, honest GAN-based adversarial training.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--rounds", type=int, default=3)
     bp.add_argument("--out", default="benchmarks/results", help="folder for pgd-<device>.json and .md")
     bp.set_defaults(func=_cmd_bench_pgd)
+    ba = sub.add_parser("bench-autoattack", help="AutoAttack standard: gatfast's cascade against torchattacks', "
+                        "same images, time and robust accuracy")
+    ba.add_argument("run_dir", help="a run folder whose model to attack")
+    ba.add_argument("--n", type=int, default=1000, help="first test images (default 1000)")
+    ba.add_argument("--variants", default=",".join(("torchattacks", "torchattacks-100", "gatfast")),
+                    help="comma-separated, from: torchattacks (as shipped: 10 steps), torchattacks-100, gatfast")
+    ba.add_argument("--device", default="auto")
+    ba.add_argument("--out", default="benchmarks/results", help="folder for autoattack-<device>.json and .md")
+    ba.set_defaults(func=_cmd_bench_autoattack)
     r = sub.add_parser("report", help="tables and plots of a (possibly partial) sweep")
     r.add_argument("sweep_dir")
     r.set_defaults(func=_cmd_report)

@@ -1,18 +1,28 @@
 """The evaluation suite behind `gatfast eval`: clean accuracy and accuracy under every
-attack of gatfast.attacks at the trained eps, a sweep over eps for the plot, the threat
-model in words, and named sanity checks that catch the classic ways a defence looks
-stronger than it is (Carlini et al., "On Evaluating Adversarial Robustness", 2019):
+attack of gatfast.attacks at the trained eps, on the whole test split by default; the
+headline, the per-image worst case over all of them; a sweep over eps for the plot; the
+threat model in words; and named sanity checks that catch the classic ways a defence
+looks stronger than it is (Carlini et al., "On Evaluating Adversarial Robustness", 2019).
 
-- accuracy_falls_with_eps: robust accuracy never rises as eps grows;
+Every attack runs on the same images, so the checks compare attacks per image: an image
+that attack B breaks and the headline A leaves standing is direct evidence that A is
+weak. Each check counts such images (b) against those A breaks and B leaves (c), and
+fails when b is too large for a fair coin (a one-sided exact binomial, McNemar's test,
+at `check_alpha`):
+
+- accuracy_falls_with_eps: PGD at a smaller eps breaks no images PGD at a larger one spares;
 - near_zero_at_eps_1: at linf eps = 1 any image can become any other, so accuracy ~ 0;
-- black_box_not_stronger: no transfer or score-based attack beats the best white-box one;
-- more_steps_do_not_help: PGD with 10x the steps does not raise accuracy (randomness or
-  gradient masking would); pgd_converged: nor does it lower it much (the headline PGD
-  had not converged, so its figure flatters the model).
+- black_box_not_stronger: no transfer or score-based attack beats the white-box worst case;
+- more_steps_do_not_help: PGD with `check_factor` times the steps does not beat the headline;
+- restarts_do_not_help: PGD with `check_restarts` times the restarts does not either;
+- stronger_loss_does_not_help: APGD-T (targeted DLR loss) does not beat the rest;
+- worst_case_is_converged: the member of the ensemble that breaks the most images no other
+  member breaks is not needed (the others are not significantly weaker without it).
 
-Fast attacks (FGSM, PGD, transfer, the sweep) run on the first `n` test images; the slow
-ones (CW, Square, AutoAttack, the 10x PGD check) on the first `n_slow`, and the
-worst case over every attack is reported on those.
+The check attacks are folded into the reported worst case too, so a failed check names
+the attack and the images it won, and the figure already uses the stronger result.
+AutoAttack's members (APGD-CE, APGD-T, FAB-T, Square) run with the published settings;
+FAB-T and Square only on the images APGD-CE and APGD-T left standing, as in AutoAttack.
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from gatfast import attacks
+from gatfast.attacks import autoattack
 
-ATTACKS = ("fgsm", "pgd", "pgd_margin", "cw", "square", "autoattack", "transfer")
-SLOW = ("cw", "square", "autoattack")
+ATTACKS = ("fgsm", "pgd", "pgd_margin", "apgd_ce", "apgd_t", "fab_t", "square", "cw", "transfer")
+GROUPS = {"autoattack": autoattack.MEMBERS}  # names that stand for several attacks
+CASCADE = ("fab_t", "square")  # on the images AutoAttack's earlier members left standing
 
 
 class EvalError(ValueError):
@@ -35,37 +47,50 @@ class EvalError(ValueError):
 
 @dataclass
 class EvalConfig:
-    attacks: tuple = ATTACKS
-    n: int = 1000                 # first test images for clean, FGSM, PGD, transfer and the sweep
-    n_slow: int = 200             # first test images for CW, Square, AutoAttack, the 10x check
-    n_autoattack: int | None = None  # AutoAttack on fewer images than n_slow (default: n_slow)
+    attacks: tuple = ATTACKS + ("autoattack",)
+    n: int = 1000                 # first test images for every attack but CW (all of a smaller split)
+    n_slow: int = 200             # first test images for CW
+    n_autoattack: int | None = None  # AutoAttack's members on only the first N images (default: n)
     eps: float | None = None      # default: the run's eps
-    pgd_steps: int = 40
+    pgd_steps: int = 100
+    pgd_step_size: float | None = None  # default: APGD's adaptive step size (measured: README)
     pgd_restarts: int = 1
-    check_factor: int = 10        # the more-steps check runs PGD with this many times the steps
+    autoattack_steps: int = 100   # APGD-CE, APGD-T, FAB-T (AutoAttack's published setting)
+    check_factor: int = 5         # the more-steps check runs PGD with this many times the steps
+    check_restarts: int = 5       # the restarts check runs PGD with this many times the restarts
+    check_alpha: float = 0.01     # significance of the per-image checks (one-sided)
     sweep: tuple | None = None    # eps values; default: eps x (0.25 .. 2) and, for linf, 1.0
     sweep_steps: int = 20
     cw_budget: float | None = None  # default: eps for l2 runs, DEFAULT_L2 by image size for linf
     cw_steps: int = 100
     cw_search_steps: int = 5
     square_queries: int = 5000
-    autoattack_version: str = "standard"
-    transfer_steps: int = 40
+    transfer_steps: int = 100
     seed: int = 0
-    attack_batch_size: int = 500   # images per attack batch
+    attack_batch_size: int = 250   # images per attack batch (fastest on the CPU here: README)
+
+    def keys(self) -> tuple:
+        """The attacks to run, with group names (autoattack) expanded, in ATTACKS order."""
+        wanted = set()
+        for a in self.attacks:
+            wanted.update(GROUPS.get(a, (a,)))
+        return tuple(a for a in ATTACKS if a in wanted)
 
     def validate(self, norm: str) -> "EvalConfig":
-        unknown = [a for a in self.attacks if a not in ATTACKS]
+        unknown = [a for a in self.attacks if a not in ATTACKS and a not in GROUPS]
         if unknown:
-            raise EvalError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS)}")
-        for name in ("n", "n_slow", "pgd_steps", "pgd_restarts", "check_factor", "sweep_steps", "cw_steps",
-                     "cw_search_steps", "square_queries", "transfer_steps", "attack_batch_size", "n_autoattack"):
+            raise EvalError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS + tuple(GROUPS))}")
+        for name in ("n", "n_slow", "pgd_steps", "pgd_restarts", "autoattack_steps", "check_factor",
+                     "check_restarts", "sweep_steps", "cw_steps", "cw_search_steps", "square_queries",
+                     "transfer_steps", "attack_batch_size", "n_autoattack"):
             value = getattr(self, name)
-            if name == "n_autoattack" and value is None:  # optional: n_slow
+            if name == "n_autoattack" and value is None:  # optional: n
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EvalError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("eps", "cw_budget"):
+        if not (isinstance(self.check_alpha, (int, float)) and 0 < self.check_alpha < 1):
+            raise EvalError(f"check_alpha must be in (0, 1), got {self.check_alpha!r}")
+        for name in ("eps", "cw_budget", "pgd_step_size"):
             value = getattr(self, name)
             if value is not None:
                 try:
@@ -90,21 +115,32 @@ def default_sweep(eps: float, norm: str) -> list[float]:
     return sorted(values)
 
 
+# Per-image outcomes: 1 the attack ran and the image stayed correctly classified, 0 it
+# was misclassified (broken, or wrong already when clean), -1 the attack did not run on it.
+SURVIVED, BROKEN, NOT_RUN = 1, 0, -1
+
+
 @dataclass
 class AttackResult:
     name: str
     description: str
     white_box: bool
-    n: int
+    n: int                     # images it covers (the first n of the evaluation)
     clean: float               # clean accuracy on the same images
-    accuracy: float
+    accuracy: float            # robust accuracy on them (cascade: after this member and those before)
     seconds: float
-    correct: list = field(default_factory=list, repr=False)  # per image, for the worst case
+    role: str = "suite"        # "suite", "cascade" (AutoAttack's, on what the earlier ones left) or "check"
+    attacked: int = 0          # images it actually attacked (cascade: fewer than n)
+    outcome: list = field(default_factory=list, repr=False)  # per image of the evaluation
 
     def public(self) -> dict:
-        d = asdict(self)
-        d.pop("correct")
-        return d
+        return asdict(self)
+
+    def broken(self) -> torch.Tensor:
+        return torch.tensor(self.outcome) == BROKEN
+
+    def ran(self) -> torch.Tensor:
+        return torch.tensor(self.outcome) != NOT_RUN
 
 
 @torch.no_grad()
@@ -113,57 +149,162 @@ def _correct(model, x, y, batch_size) -> torch.Tensor:
                       for i in range(0, len(y), batch_size)])
 
 
-def _noise(p: float, n: int) -> float:
-    """Two binomial standard errors (at least two images): a difference within this is noise."""
-    return max(2 / n, 2 * math.sqrt(max(p * (1 - p), 1e-12) / n))
-
-
 def _check(name: str, passed: bool | None, detail: str) -> dict:
     return {"name": name, "passed": passed, "detail": detail}
 
 
-def sanity_checks(results: dict[str, AttackResult], sweep: dict, norm: str, pgd_check: tuple | None) -> list[dict]:
+def mcnemar(challenger: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor | None = None) -> dict:
+    """Per image broken masks of two attacks on the same images: b images only the
+    challenger broke, c only the reference; p = P(X >= b) for X ~ Binomial(b + c, 1/2),
+    the chance of a split at least this lopsided if neither attack were stronger."""
+    from scipy.stats import binomtest
+
+    if valid is not None:
+        challenger, reference = challenger & valid, reference & valid
+    b, c = int((challenger & ~reference).sum()), int((reference & ~challenger).sum())
+    p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+    return {"b": b, "c": c, "p": float(p)}
+
+
+def _beats(name: str, other: str, t: dict, alpha: float) -> tuple[bool, str]:
+    passed = t["p"] >= alpha
+    return passed, (f"{name} broke {t['b']} images {other} left standing ({other} broke {t['c']} it left), "
+                    f"p = {t['p']:.2g}" + ("" if passed else f" < {alpha:g}: {other} is weaker than {name}"))
+
+
+def broken_by(results: dict, keys) -> torch.Tensor:
+    """Per image: did any of these attacks break it (or was it wrong clean)."""
+    keys = list(keys)
+    out = torch.zeros(len(results[keys[0]].outcome), dtype=torch.bool)
+    for k in keys:
+        out |= results[k].broken()
+    return out
+
+
+def sanity_checks(results: dict[str, AttackResult], ensemble: list, sweep: dict, norm: str,
+                  alpha: float) -> list[dict]:
+    """The checks of the module docstring; `ensemble` names the suite attacks the headline
+    is the worst case of (the keys of results in the run's threat model, checks excluded)."""
     checks = []
-    eps_sorted = sorted(sweep)
+    eps_sorted = [e for e in sorted(sweep) if "outcome" in sweep[e]]
     if len(eps_sorted) >= 2:
-        n = sweep[eps_sorted[0]]["n"]
-        rises = [(a, b) for a, b in zip(eps_sorted, eps_sorted[1:])
-                 if sweep[b]["accuracy"] > sweep[a]["accuracy"] + _noise(sweep[a]["accuracy"], n)]
-        checks.append(_check("accuracy_falls_with_eps", not rises,
-                             "accuracy never rises with eps" if not rises else
-                             "accuracy rises from eps {:g} to {:g} ({:.1%} -> {:.1%})".format(
-                                 rises[0][0], rises[0][1], sweep[rises[0][0]]["accuracy"],
-                                 sweep[rises[0][1]]["accuracy"])))
+        worst = None
+        for small, large in zip(eps_sorted, eps_sorted[1:]):
+            t = mcnemar(torch.tensor(sweep[small]["outcome"]) == BROKEN,
+                        torch.tensor(sweep[large]["outcome"]) == BROKEN)
+            if worst is None or t["p"] < worst[2]["p"]:
+                worst = (small, large, t)
+        small, large, t = worst
+        passed = t["p"] >= alpha
+        checks.append(_check("accuracy_falls_with_eps", passed,
+                             f"eps {small:g} broke {t['b']} images eps {large:g} spared (and {t['c']} the other "
+                             f"way), p = {t['p']:.2g}" + ("" if passed else f" < {alpha:g}: accuracy rises with eps")))
     if norm == "linf" and 1.0 in sweep:
         acc = sweep[1.0]["accuracy"]
         checks.append(_check("near_zero_at_eps_1", acc <= 0.05,
                              f"accuracy {acc:.1%} at linf eps 1 (any image can become any other; <= 5% expected)"))
     else:
         checks.append(_check("near_zero_at_eps_1", None, "not applicable (l2, or eps 1 not in the sweep)"))
-    white = [r for r in results.values() if r.white_box]
-    black = [r for r in results.values() if not r.white_box]
+    if not ensemble:
+        return checks
+    headline = broken_by(results, ensemble)
+    white = [k for k in ensemble if results[k].white_box]
+    black = [k for k in ensemble if not results[k].white_box]
     if white and black:
-        m = min(r.n for r in white + black)
-        def acc(r):
-            return sum(r.correct[:m]) / m
-        best_white, best_black = min(white, key=acc), min(black, key=acc)
-        gap = acc(best_white) - acc(best_black)
-        ok = gap <= _noise(acc(best_white), m)
-        checks.append(_check("black_box_not_stronger", ok,
-                             f"on the first {m} images: best white box {best_white.name} {acc(best_white):.1%}, "
-                             f"best black box {best_black.name} {acc(best_black):.1%}"
-                             + ("" if ok else " - gradients may be masked")))
+        white_broken = broken_by(results, white)
+        found = []
+        for k in black:
+            t = mcnemar(results[k].broken(), white_broken, results[k].ran())
+            found.append((t["p"], k, t))
+        p, k, t = min(found)
+        passed, detail = _beats(results[k].name, "the white-box worst case", t, alpha)
+        checks.append(_check("black_box_not_stronger", passed, detail + ("" if passed else " - gradients may be masked")))
     else:
         checks.append(_check("black_box_not_stronger", None, "not run (needs a white-box and a black-box attack)"))
-    if pgd_check is not None:
-        base_name, base_acc, strong_name, strong_acc, m = pgd_check
-        tol = _noise(base_acc, m)
-        checks.append(_check("more_steps_do_not_help", strong_acc <= base_acc + tol,
-                             f"on the first {m} images: {base_name} {base_acc:.1%}, {strong_name} {strong_acc:.1%}"))
-        checks.append(_check("pgd_converged", strong_acc >= base_acc - tol,
-                             f"{strong_name} lowers {base_name}'s accuracy by {base_acc - strong_acc:+.1%} "
-                             f"(noise {tol:.1%})"))
+    for name, key in (("more_steps_do_not_help", "pgd_more_steps"), ("restarts_do_not_help", "pgd_restarts")):
+        if key in results:
+            t = mcnemar(results[key].broken(), headline, results[key].ran())
+            checks.append(_check(name, *_beats(results[key].name, "the worst case", t, alpha)))
+    if "apgd_t" in results:
+        rest = [k for k in ensemble if k != "apgd_t"]
+        if rest:
+            t = mcnemar(results["apgd_t"].broken(), broken_by(results, rest), results["apgd_t"].ran())
+            checks.append(_check("stronger_loss_does_not_help",
+                                 *_beats(results["apgd_t"].name, "the worst case of the other attacks", t, alpha)))
+    if len(ensemble) >= 2:
+        unique = {}
+        for k in ensemble:
+            others = broken_by(results, [o for o in ensemble if o != k])
+            unique[k] = int((results[k].broken() & ~others).sum())
+        strongest = max(ensemble, key=lambda k: (unique[k], -ensemble.index(k)))  # ties: the first
+        others = broken_by(results, [o for o in ensemble if o != strongest])
+        t = mcnemar(results[strongest].broken(), others, results[strongest].ran())
+        passed, detail = _beats(results[strongest].name, "the worst case without it", t, alpha)
+        checks.append(_check("worst_case_is_converged", passed,
+                             f"strongest member {results[strongest].name}: " + detail))
     return checks
+
+
+def _plan(model, x, eps, norm, num_classes, config: EvalConfig, surrogate, surrogate_name, progress):
+    """(key, attack, images, role) for every attack of the suite and of the checks."""
+    n = len(x)
+    n_aa = min(config.n_autoattack or n, n)
+    keys = config.keys()
+    common = {"eps": eps, "norm": norm, "batch_size": config.attack_batch_size, "progress": progress}
+    # PGD's default is APGD's schedule: another seed than APGD-CE's, so it adds restarts, not a copy
+    pgd = {"steps": config.pgd_steps, "step_size": config.pgd_step_size, "seed": config.seed + 4, **common}
+    plan = []
+    if "fgsm" in keys:
+        plan.append(("fgsm", attacks.FGSM(model, **common), n, "suite"))
+    if "pgd" in keys:
+        plan.append(("pgd", attacks.PGD(model, restarts=config.pgd_restarts, **pgd), n, "suite"))
+    if "pgd_margin" in keys:
+        plan.append(("pgd_margin", attacks.PGD(model, restarts=config.pgd_restarts, loss="margin", **pgd), n, "suite"))
+    for key in autoattack.MEMBERS:
+        if key in keys:
+            member = autoattack.member(key, model, n_classes=num_classes, seed=config.seed,
+                                       steps=config.autoattack_steps, square_queries=config.square_queries, **common)
+            cascade = key in CASCADE and any(k in keys for k in ("apgd_ce", "apgd_t"))
+            plan.append((key, member, n_aa, "cascade" if cascade else "suite"))
+    if "transfer" in keys and surrogate is not None:
+        plan.append(("transfer", attacks.Transfer(model, surrogate, steps=config.transfer_steps, seed=config.seed,
+                                                  surrogate_name=surrogate_name, **common), n, "suite"))
+    if "cw" in keys:
+        cw_budget = config.cw_budget if config.cw_budget is not None else (
+            eps if norm == "l2" else DEFAULT_L2.get(tuple(x.shape[1:]), 1.0))
+        plan.append(("cw", attacks.CW(model, budget=cw_budget, steps=config.cw_steps,
+                                      search_steps=config.cw_search_steps, batch_size=config.attack_batch_size,
+                                      progress=progress), min(config.n_slow, n), "suite"))
+    # The checks' challengers, on every image, with other seeds: the headline PGD with more
+    # steps of the same size, with more restarts, and (when the suite has no APGD-T) the
+    # stronger targeted loss.
+    if "pgd" in keys:
+        more = dict(pgd, steps=config.pgd_steps * config.check_factor, seed=config.seed + 1)
+        plan.append(("pgd_more_steps", attacks.PGD(model, restarts=config.pgd_restarts, **more), n, "check"))
+        plan.append(("pgd_restarts", attacks.PGD(model, restarts=config.pgd_restarts * config.check_restarts,
+                                                 **dict(pgd, seed=config.seed + 2)), n, "check"))
+    if "apgd_t" not in keys and num_classes >= 4:
+        plan.append(("apgd_t", autoattack.member("apgd_t", model, n_classes=num_classes, seed=config.seed + 3,
+                                                 steps=config.autoattack_steps, **common), n_aa, "check"))
+    return plan
+
+
+def _run_attack(key, attack, x, y, m, role, results, clean, batch_size):
+    """Run one attack on the first m images (cascade: only those AutoAttack's earlier
+    members left standing) and record its per-image outcome over all images."""
+    outcome = torch.full((len(y),), NOT_RUN, dtype=torch.int8)
+    todo = torch.arange(m)
+    if role == "cascade":
+        earlier = [k for k in autoattack.MEMBERS[:autoattack.MEMBERS.index(key)] if k in results]
+        todo = todo[~broken_by(results, earlier)[:m]]
+        outcome[:m] = BROKEN  # broken by an earlier member: AutoAttack counts it broken
+    start = time.perf_counter()
+    if todo.numel():
+        x_adv = attack(x[todo], y[todo])
+        outcome[todo] = _correct(attack.model, x_adv, y[todo], batch_size).to(torch.int8)
+    return AttackResult(attack.name, attack.describe(), attack.white_box, m, float(clean[:m].float().mean()),
+                        float((outcome[:m] == SURVIVED).float().mean()), time.perf_counter() - start, role,
+                        int(todo.numel()), outcome.tolist())
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, num_classes: int,
@@ -176,61 +317,17 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     eps = attacks.base.check_eps(config.eps if config.eps is not None else eps, norm)
     model.eval()
     n = min(config.n, len(y))
-    n_slow = min(config.n_slow, n)
     x, y = x[:n], y[:n]
     clean = _correct(model, x, y, config.attack_batch_size)
-    common = {"eps": eps, "norm": norm, "batch_size": config.attack_batch_size, "progress": progress}
-    planned = []  # (key, attack, images)
-    steps = config.pgd_steps
-    if "fgsm" in config.attacks:
-        planned.append(("fgsm", attacks.FGSM(model, **common), n))
-    if "pgd" in config.attacks:
-        planned.append(("pgd", attacks.PGD(model, steps=steps, restarts=config.pgd_restarts, seed=config.seed,
-                                           **common), n))
-    if "pgd_margin" in config.attacks:
-        planned.append(("pgd_margin", attacks.PGD(model, steps=steps, restarts=config.pgd_restarts, loss="margin",
-                                                  seed=config.seed, **common), n))
-    cw_budget = config.cw_budget if config.cw_budget is not None else (
-        eps if norm == "l2" else DEFAULT_L2.get(tuple(x.shape[1:]), 1.0))
-    if "cw" in config.attacks:
-        planned.append(("cw", attacks.CW(model, budget=cw_budget, steps=config.cw_steps,
-                                         search_steps=config.cw_search_steps, batch_size=config.attack_batch_size,
-                                         progress=progress), n_slow))
-    if "square" in config.attacks:
-        planned.append(("square", attacks.Square(model, n_queries=config.square_queries, seed=config.seed,
-                                                 **common), n_slow))
-    if "autoattack" in config.attacks:
-        planned.append(("autoattack", attacks.AutoAttack(model, n_classes=num_classes,
-                                                         version=config.autoattack_version, seed=config.seed,
-                                                         **common), min(config.n_autoattack or n_slow, n_slow)))
     skipped = {}
-    if "transfer" in config.attacks:
-        if surrogate is None:
-            skipped["transfer"] = "not run: no surrogate given (gatfast eval RUN --surrogate OTHER_RUN)"
-        else:
-            planned.append(("transfer", attacks.Transfer(model, surrogate, steps=config.transfer_steps,
-                                                         seed=config.seed, surrogate_name=surrogate_name,
-                                                         **common), n))
+    if "transfer" in config.keys() and surrogate is None:
+        skipped["transfer"] = "not run: no surrogate given (gatfast eval RUN --surrogate OTHER_RUN)"
 
     results: dict[str, AttackResult] = {}
-    for key, attack, m in planned:
-        start = time.perf_counter()
-        x_adv = attack(x[:m], y[:m])
-        correct = _correct(model, x_adv, y[:m], config.attack_batch_size)
-        results[key] = AttackResult(attack.name, attack.describe(), attack.white_box, m,
-                                    float(clean[:m].float().mean()), float(correct.float().mean()),
-                                    time.perf_counter() - start, correct.tolist())
-        log(f"  {attack.name:<14} {results[key].accuracy:6.1%}  ({results[key].seconds:.0f} s)")
-
-    pgd_check = None
-    if "pgd" in results:
-        strong = attacks.PGD(model, steps=steps * config.check_factor, restarts=config.pgd_restarts,
-                             seed=config.seed + 1, **common)
-        start = time.perf_counter()
-        strong_correct = _correct(model, strong(x[:n_slow], y[:n_slow]), y[:n_slow], config.attack_batch_size)
-        base_acc = sum(results["pgd"].correct[:n_slow]) / n_slow
-        pgd_check = (results["pgd"].name, base_acc, strong.name, float(strong_correct.float().mean()), n_slow)
-        log(f"  {strong.name:<14} {pgd_check[3]:6.1%}  ({time.perf_counter() - start:.0f} s, the more-steps check)")
+    for key, attack, m, role in _plan(model, x, eps, norm, num_classes, config, surrogate, surrogate_name, progress):
+        results[key] = r = _run_attack(key, attack, x, y, m, role, results, clean, config.attack_batch_size)
+        where = f"{r.attacked} of {r.n} images" if role == "cascade" else f"{r.n} images"
+        log(f"  {r.name:<16} {r.accuracy:6.1%}  ({where}, {r.seconds:.0f} s{', a check' if role == 'check' else ''})")
 
     sweep = {}
     sweep_eps = list(config.sweep) if config.sweep is not None else default_sweep(eps, norm)
@@ -241,35 +338,54 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         attack = attacks.PGD(model, eps=e, norm=norm, steps=config.sweep_steps, seed=config.seed,
                              batch_size=config.attack_batch_size, progress=progress)
         start = time.perf_counter()
-        acc = float(_correct(model, attack(x, y), y, config.attack_batch_size).float().mean())
-        sweep[float(e)] = {"accuracy": acc, "n": n}
-        log(f"  {attack.name} at eps {e:g}: {acc:6.1%}  ({time.perf_counter() - start:.0f} s, the eps sweep)")
+        correct = _correct(model, attack(x, y), y, config.attack_batch_size)
+        sweep[float(e)] = {"accuracy": float(correct.float().mean()), "n": n,
+                           "outcome": correct.to(torch.int8).tolist()}
+        log(f"  {attack.name} at eps {e:g}: {sweep[float(e)]['accuracy']:6.1%}  "
+            f"({time.perf_counter() - start:.0f} s, the eps sweep)")
 
-    # CW reports accuracy within an L2 budget: another threat model unless the run is L2
-    # with that budget. The worst case and the checks compare attacks within one model.
-    in_model = {k: r for k, r in results.items() if k != "cw" or (norm == "l2" and cw_budget == eps)}
-    worst = None
-    if in_model:  # on the first n_slow images, over every attack that ran on all of them
-        m = min(n_slow, max(r.n for r in in_model.values()))
-        covering = [r for r in in_model.values() if r.n >= m]
-        survived = torch.ones(m, dtype=torch.bool)
-        for r in covering:
-            survived &= torch.tensor(r.correct[:m], dtype=torch.bool)
-        worst = {"accuracy": float(survived.float().mean()), "n": m, "clean": float(clean[:m].float().mean()),
-                 "attacks": [r.name for r in covering]}
-
-    checks = sanity_checks(in_model, sweep, norm, pgd_check)
-    return {
+    report = {
         "threat_model": threat_model(eps, norm, tuple(x.shape[1:]), results, skipped),
-        "eps": eps, "norm": norm, "n": n, "n_slow": n_slow,
+        "eps": eps, "norm": norm, "n": n, "n_slow": min(config.n_slow, n),
         "clean": float(clean.float().mean()),
         "attacks": {k: r.public() for k, r in results.items()},
         "skipped": skipped,
-        "worst_case": worst,
-        "sweep": [{"eps": e, **v} for e, v in sorted(sweep.items())],
-        "checks": checks,
+        "sweep": [{"eps": e, **{k: v for k, v in s.items() if k != "outcome"}} for e, s in sorted(sweep.items())],
         "config": asdict(config),
     }
+    report.update(headline(results, clean, norm, eps, config))
+    report["checks"] = sanity_checks(results, report["worst_case"]["ensemble"] if report["worst_case"] else [],
+                                     sweep, norm, config.check_alpha)
+    return report
+
+
+def in_threat_model(key: str, result: AttackResult, norm: str, eps: float, config: EvalConfig) -> bool:
+    """CW reports accuracy within an L2 budget: another threat model unless the run is L2
+    with that budget. The worst case and the checks compare attacks within one model."""
+    return key != "cw" or (norm == "l2" and config.cw_budget in (None, eps))
+
+
+def headline(results: dict, clean: torch.Tensor, norm: str, eps: float, config: EvalConfig) -> dict:
+    """The worst case per image over every attack of the run's threat model (the checks'
+    attacks included: where one beat the suite, the figure uses it), and the AutoAttack
+    row when all four of its members ran."""
+    out = {"worst_case": None, "autoattack": None}
+    keys = [k for k, r in results.items() if in_threat_model(k, r, norm, eps, config)]
+    if keys:
+        ensemble = [k for k in keys if results[k].role != "check"]
+        broken = broken_by(results, keys)
+        suite_broken = broken_by(results, ensemble) if ensemble else broken
+        out["worst_case"] = {"accuracy": float((~broken).float().mean()), "n": len(clean),
+                             "clean": float(clean.float().mean()),
+                             "attacks": [f"{results[k].name} ({results[k].n})" for k in keys],
+                             "ensemble": ensemble,
+                             "checks_broke_more": int((broken & ~suite_broken).sum())}
+    if all(k in results for k in autoattack.MEMBERS):
+        m = max(results[k].n for k in ("apgd_ce", "apgd_t"))
+        broken = broken_by(results, autoattack.MEMBERS)[:m]
+        out["autoattack"] = {"accuracy": float((~broken).float().mean()), "n": m,
+                             "clean": float(clean[:m].float().mean())}
+    return out
 
 
 def threat_model(eps: float, norm: str, shape: tuple, results: dict[str, AttackResult], skipped: dict) -> str:
@@ -288,22 +404,38 @@ def threat_model(eps: float, norm: str, shape: tuple, results: dict[str, AttackR
 
 
 def format_table(report: dict) -> str:
-    """The printed table: every robust accuracy with the clean accuracy of the same images."""
+    """The printed table: every robust accuracy with the clean accuracy of the same images,
+    AutoAttack, the checks' attacks and the worst case (the headline) last."""
     rows = [("attack", "box", "images", "clean", "robust")]
-    for r in report["attacks"].values():
-        rows.append((r["name"], "white" if r["white_box"] else "black", str(r["n"]), f"{r['clean']:.1%}",
-                     f"{r['accuracy']:.1%}"))
+    attacks_ = report["attacks"]
+
+    def row(r, label=None):
+        return (label or r["name"], "white" if r["white_box"] else "black", str(r["n"]), f"{r['clean']:.1%}",
+                f"{r['accuracy']:.1%}")
+
+    for role in ("suite", "cascade"):
+        rows += [row(r, r["name"] + (" *" if role == "cascade" else "")) for r in attacks_.values()
+                 if r["role"] == role]
+    if report.get("autoattack"):
+        a = report["autoattack"]
+        rows.append(("AutoAttack (standard)", "both", str(a["n"]), f"{a['clean']:.1%}", f"{a['accuracy']:.1%}"))
+    rows += [row(r, r["name"] + " (check)") for r in attacks_.values() if r["role"] == "check"]
     notes = []
+    cascade = [r for r in attacks_.values() if r["role"] == "cascade"]
+    if cascade:
+        notes.append("* AutoAttack's cascade: " + ", ".join(f"{r['name']} attacked {r['attacked']}" for r in cascade)
+                     + " images, those its members before left standing; each row is the accuracy after it")
     if report["worst_case"]:
         w = report["worst_case"]
-        left_out = [r["name"] for r in report["attacks"].values() if r["name"] not in w["attacks"]]
-        rows.append(("worst case" if left_out else "worst case (all)", "",
-                     str(w["n"]), f"{w['clean']:.1%}", f"{w['accuracy']:.1%}"))
-        notes.append(f"worst case: per image over {', '.join(w['attacks'])}"
-                     + (f" (not {', '.join(left_out)}: fewer images or another threat model)" if left_out else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+        rows.append(("worst case", "", str(w["n"]), f"{w['clean']:.1%}", f"{w['accuracy']:.1%}"))
+        left_out = [r["name"] for k, r in attacks_.items() if k not in w["ensemble"] and r["role"] != "check"]
+        notes.append(f"worst case (the headline): per image over {', '.join(w['attacks'])} images"
+                     + (f"; not {', '.join(left_out)}: another threat model" if left_out else "")
+                     + (f"; the checks' attacks broke {w['checks_broke_more']} images the suite left standing"
+                        if w.get("checks_broke_more") else ""))
+    widths = [max(len(row_[i]) for row_ in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row_, widths)))
+             for row_ in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines += notes
     for why in report["skipped"].values():

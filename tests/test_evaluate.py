@@ -11,10 +11,12 @@ from gatfast import cli, evaluate, train
 from gatfast.train import TrainConfig
 
 FAST = dict(n=120, n_slow=40, pgd_steps=10, check_factor=3, sweep=(0.0, 0.05, 0.1, 0.2, 1.0), sweep_steps=10,
-            cw_steps=10, cw_search_steps=2, square_queries=50, transfer_steps=10)
+            cw_steps=10, cw_search_steps=2, square_queries=50, transfer_steps=10, autoattack_steps=10)
 FAST_ARGS = ["--n", "120", "--n-slow", "40", "--pgd-steps", "10", "--check-factor", "3", "--sweep", "0,0.1,1",
              "--sweep-steps", "10", "--cw-steps", "10", "--cw-search-steps", "2", "--square-queries", "50",
-             "--transfer-steps", "10", "--no-progress"]
+             "--transfer-steps", "10", "--autoattack-steps", "10", "--no-progress"]
+CHECKS = ("accuracy_falls_with_eps", "near_zero_at_eps_1", "black_box_not_stronger", "more_steps_do_not_help",
+          "restarts_do_not_help", "stronger_loss_does_not_help", "worst_case_is_converged")
 
 
 def _train(folder, **config):
@@ -56,17 +58,52 @@ def test_healthy_model_passes_every_check(runs, digits_test):
     target, surrogate = (train.load_run(r).classifier for r in runs)
     x, y = digits_test
     report = evaluate.evaluate(target, x, y, eps=0.1, norm="linf", num_classes=10,
-                               config=evaluate.EvalConfig(**FAST, attacks=("fgsm", "pgd", "pgd_margin", "square",
-                                                                            "transfer")),
-                               surrogate=surrogate, progress=False)
-    assert _checks(report) == {"accuracy_falls_with_eps": True, "near_zero_at_eps_1": True,
-                               "black_box_not_stronger": True, "more_steps_do_not_help": True, "pgd_converged": True}
+                               config=evaluate.EvalConfig(**FAST), surrogate=surrogate, progress=False)
+    assert _checks(report) == {name: True for name in CHECKS}
     a = report["attacks"]
-    assert a["pgd"]["accuracy"] <= a["fgsm"]["accuracy"] and a["pgd"]["n"] == 120 and a["square"]["n"] == 40
+    assert a["pgd"]["accuracy"] <= a["fgsm"]["accuracy"] and a["pgd"]["n"] == 120 and a["cw"]["n"] == 40
     assert all(r["clean"] == pytest.approx(report["clean"], abs=0.05) for r in a.values())
-    assert report["worst_case"]["n"] == 40 and report["worst_case"]["accuracy"] <= a["square"]["accuracy"]
+    # the headline: per image over every attack of the threat model, on every image
+    w = report["worst_case"]
+    assert w["n"] == 120 and w["accuracy"] <= min(r["accuracy"] for k, r in a.items() if k != "cw")
+    assert set(w["ensemble"]) == set(evaluate.ATTACKS) - {"cw"}
+    # AutoAttack's cascade: FAB-T and Square attack only what APGD-CE and APGD-T left
+    assert a["fab_t"]["role"] == a["square"]["role"] == "cascade"
+    assert a["square"]["attacked"] <= a["fab_t"]["attacked"] <= round(120 * a["apgd_t"]["accuracy"])
+    assert report["autoattack"]["accuracy"] == pytest.approx(a["square"]["accuracy"])
+    assert report["autoattack"]["accuracy"] >= w["accuracy"]
     assert "L-inf perturbations of at most eps = 0.1" in report["threat_model"]
     assert "Black box" in report["threat_model"] and "Transfer (PGD-10" in report["threat_model"]
+    table = evaluate.format_table(report)
+    assert "AutoAttack (standard)" in table and "worst case (the headline): per image over" in table
+
+
+def test_weak_headline_fails_the_per_image_checks(runs, digits_test):
+    """PGD-10 with a tiny step alone as the suite: the checks' stronger attacks break
+    images it leaves standing, fail, name themselves, and the worst case uses them."""
+    target = train.load_run(runs[0]).classifier
+    x, y = digits_test
+    report = evaluate.evaluate(target, x, y, eps=0.1, norm="linf", num_classes=10,
+                               config=evaluate.EvalConfig(**dict(FAST, pgd_step_size=0.001), attacks=("pgd",)),
+                               progress=False)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["stronger_loss_does_not_help"]["passed"] is False
+    assert "APGD-T broke" in checks["stronger_loss_does_not_help"]["detail"]
+    assert report["attacks"]["apgd_t"]["role"] == "check"
+    assert report["worst_case"]["accuracy"] < report["attacks"]["pgd"]["accuracy"] - 0.2
+    assert report["worst_case"]["checks_broke_more"] > 20
+    assert "FAIL" in evaluate.format_table(report)
+
+
+def test_mcnemar_counts_and_significance():
+    chal = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0, 0, 0], dtype=torch.bool)
+    ref = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 0], dtype=torch.bool)
+    t = evaluate.mcnemar(chal, ref)
+    assert (t["b"], t["c"]) == (7, 1) and t["p"] == pytest.approx(9 / 256)  # P(X >= 7), X ~ Bin(8, 1/2)
+    assert evaluate.mcnemar(ref, chal)["p"] == pytest.approx(1 - 1 / 256)
+    assert evaluate.mcnemar(chal, chal)["p"] == 1.0
+    valid = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=torch.bool)
+    assert (evaluate.mcnemar(chal, ref, valid)["b"], evaluate.mcnemar(chal, ref, valid)["c"]) == (1, 1)
 
 
 def test_gradient_masking_is_flagged(runs, digits_test):
@@ -90,9 +127,12 @@ def test_eval_command_writes_report_and_plot(runs, capsys):
     out = capsys.readouterr().out
     assert "clean" in out and "PGD-10" in out and "worst case" in out and "near_zero_at_eps_1" in out
     # CW's L2 budget is another threat model than linf eps 0.1: not part of the worst case
-    assert "worst case: per image over FGSM, PGD-10, Transfer (not CW-L2:" in out
+    assert "worst case (the headline): per image over FGSM (120), PGD-10 (120), Transfer (120)" in out
+    assert "not CW-L2: another threat model" in out
     report = json.loads((target / "eval.json").read_text())
-    assert set(report["attacks"]) == {"fgsm", "pgd", "cw", "transfer"}
+    # the suite asked for, and the checks' attacks (APGD-T: the suite had no targeted loss)
+    assert set(report["attacks"]) == {"fgsm", "pgd", "cw", "transfer", "pgd_more_steps", "pgd_restarts", "apgd_t"}
+    assert len(report["attacks"]["pgd"]["outcome"]) == 120
     assert report["surrogate"]["seed"] == 1 and report["run"]["method"] == "standard"
     assert (target / "eval_eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -103,6 +143,8 @@ def test_eval_command_writes_report_and_plot(runs, capsys):
     (["--eps", "8"], "did you mean 8/255"),
     (["--sweep", "0.1,2"], "sweep eps must be in [0, 1]"),
     (["--cw-budget", "-1"], "cw_budget must be finite and > 0"),
+    (["--check-alpha", "1.5"], "check_alpha must be in (0, 1)"),
+    (["--autoattack-steps", "0"], "autoattack_steps must be an int >= 1"),
 ])
 def test_eval_bad_input_exits_2_and_writes_nothing(args, message, runs, capsys):
     target, _ = runs
