@@ -97,3 +97,80 @@ def _write(result, out_dir: Path, device):
                      f"{s['torchattacks']:.1f} ({a['torchattacks']:.1%}) | {s['gatfast']:.1f} ({a['gatfast']:.1%}) | "
                      f"{r['speedup']:.2f}x |")
     bench.save(result, lines, out_dir, "pgd", device)
+
+
+# ---- AutoAttack: gatfast's cascade against torchattacks' -----------------------------------
+
+AUTOATTACK_VARIANTS = ("torchattacks", "torchattacks-100", "gatfast")
+
+
+def _torchattacks_autoattack(model, eps, norm, n_classes, steps):
+    """torchattacks.AutoAttack standard as shipped (steps None: its members' default of 10)
+    or with its APGD, APGD-T and FAB-T set to `steps`."""
+    import torchattacks
+
+    aa = torchattacks.AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps, version="standard",
+                                 n_classes=n_classes, seed=0)
+    if steps is not None:
+        for member in aa._autoattack.attacks:
+            if hasattr(member, "steps"):
+                member.steps = steps
+    return aa
+
+
+def compare_autoattack(model, x, y, *, eps, norm, n_classes, variants=AUTOATTACK_VARIANTS, batch_size=250,
+                       log=print) -> dict:
+    """Each variant once over the same images, one after the other: seconds and robust
+    accuracy (an AutoAttack run is minutes long, so one round; run it alone)."""
+    from gatfast.attacks.base import evaluating
+
+    unknown = [v for v in variants if v not in AUTOATTACK_VARIANTS]
+    if unknown:
+        raise train.ConfigError(f"unknown AutoAttack variant {unknown[0]!r}; choose from "
+                                f"{', '.join(AUTOATTACK_VARIANTS)}")
+    out = {}
+    for name in variants:
+        if name == "gatfast":
+            attack = attacks.AutoAttack(model, eps=eps, norm=norm, n_classes=n_classes, batch_size=batch_size)
+            fn = lambda: attack(x, y)  # noqa: E731
+        else:
+            aa = _torchattacks_autoattack(model, eps, norm, n_classes, 100 if name.endswith("-100") else None)
+
+            def fn(aa=aa):
+                with evaluating(model):  # the same eval mode and channels-last as gatfast's attacks
+                    return torch.cat([aa(x[i:i + batch_size], y[i:i + batch_size])
+                                      for i in range(0, len(y), batch_size)])
+        t0 = time.perf_counter()
+        x_adv = fn()
+        seconds = time.perf_counter() - t0
+        out[name] = {"seconds": seconds, "accuracy": train.accuracy(model, x_adv, y)}
+        log(f"  {name:<18} robust {out[name]['accuracy']:6.1%}  {seconds:7.1f} s")
+    return out
+
+
+def run_autoattack(run_dir, device=None, n=1000, variants=AUTOATTACK_VARIANTS, out_dir="benchmarks/results",
+                   log=print) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    r = train.load_run(run_dir, device)
+    ds = data.load_dataset(r.config.dataset, r.config.data_root)
+    x, y = (t[:n].to(device) for t in ds.test.tensors)
+    label = f"{Path(run_dir).name} ({r.config.method}, {r.config.dataset})"
+    log(f"{label}: AutoAttack standard on {len(y)} test images, eps {r.config.eps:g} {r.config.norm}")
+    result = compare_autoattack(r.classifier, x, y, eps=r.config.eps, norm=r.config.norm,
+                                n_classes=ds.num_classes, variants=variants, log=log)
+    out = {**bench.provenance(device), "model": label, "images": len(y), "eps": r.config.eps, "norm": r.config.norm,
+           "clean": train.accuracy(r.classifier, x, y), "variants": result}
+    if out_dir:
+        lines = [f"# AutoAttack standard on {out['device']}", "",
+                 f"{out['date']}, torch {out['torch']}, gatfast {out['gatfast']}; {label}, the first {len(y)} test "
+                 f"images (clean {out['clean']:.1%}), eps {out['eps']:g} {out['norm']}; each variant once, one after "
+                 f"the other, alone on the machine.", "",
+                 "- torchattacks: `torchattacks.AutoAttack(version='standard')` as shipped (3.5.1: its APGD, APGD-T "
+                 "and FAB-T take their default of 10 steps);",
+                 "- torchattacks-100: the same with those members set to AutoAttack's published 100 steps;",
+                 "- gatfast: `gatfast.attacks.AutoAttack` (100 steps; gatfast's APGD and APGD-T, torchattacks' FAB-T "
+                 "and Square).", "",
+                 "| variant | robust accuracy | seconds |", "|---|---|---|"]
+        lines += [f"| {k} | {v['accuracy']:.1%} | {v['seconds']:.0f} |" for k, v in result.items()]
+        bench.save(out, lines, Path(out_dir), "autoattack", device)
+    return out

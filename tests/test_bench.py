@@ -43,3 +43,22 @@ def test_bench_pgd_times_both_attacks_on_a_run(tmp_path):
 def test_bench_pgd_rejects_bad_arguments(capsys):
     assert cli.main(["bench-pgd", "--steps", "0"]) == 2
     assert "--steps and --rounds must be >= 1" in capsys.readouterr().err
+
+
+def test_bench_autoattack_runs_each_variant_on_the_same_images(tmp_path, capsys):
+    pytest.importorskip("torchattacks")
+    from gatfast import train
+    run_dir = tmp_path / "run"
+    train.train(train.TrainConfig(dataset="digits", method="standard", epochs=3, batch_size=64, eps=0.05,
+                                  eval_pgd_steps=0, progress=False), run_dir, log=lambda *_: None)
+    assert cli.main(["bench-autoattack", str(run_dir), "--n", "30", "--variants", "torchattacks,gatfast",
+                     "--out", str(tmp_path / "out")]) == 0
+    saved = json.loads((tmp_path / "out" / "autoattack-cpu.json").read_text())
+    assert saved["images"] == 30 and set(saved["variants"]) == {"torchattacks", "gatfast"}
+    v = saved["variants"]
+    assert v["gatfast"]["accuracy"] <= saved["clean"] and v["torchattacks"]["accuracy"] <= saved["clean"]
+    # 100 steps are never weaker than torchattacks' 10 by more than one image in 30
+    assert v["gatfast"]["accuracy"] <= v["torchattacks"]["accuracy"] + 1 / 30 + 1e-9
+    assert "| gatfast |" in (tmp_path / "out" / "autoattack-cpu.md").read_text()
+    assert cli.main(["bench-autoattack", str(run_dir), "--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
