@@ -217,3 +217,11 @@ def test_sweep_bad_input(tmp_path, capsys):
     assert "no eps for digits" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
     assert cli.main(["report", str(tmp_path)]) == 2
+
+
+def test_readme_load_run_works_from_the_top(runs):
+    import gatfast
+    run = gatfast.load_run(runs[0])
+    assert not run.classifier.training and run.config.dataset == "digits"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        gatfast.nothing
