@@ -2,7 +2,9 @@
 
 Math runs in float32 (float64 for float64 storage) whatever the storage dtype, like
 the kernels, and results are cast back to the storage dtype. Norm names: None, "linf", "l2".
-Gradients follow torch.clamp: none passes where a value sits exactly on a bound.
+No gradient passes where a value sits exactly on a clamp's bound (or is NaN). That is
+torch.clamp's rule in torch 2.14, but torch 2.11 (the GPU machines' version) passes the
+gradient at the bounds, so the rule is written out here (`clamp`) rather than borrowed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ def _rows(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def clamp(v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """v.clamp(lo, hi) in value (NaN stays NaN); its gradient passes only strictly inside
+    (lo, hi), whatever the torch version."""
+    return torch.where((v > lo) & (v < hi), v, v.detach().clamp(lo, hi))
+
+
 def per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     """L2 norm of each sample over every dim but the first."""
     return torch.linalg.vector_norm(t.flatten(1), dim=1)
@@ -34,7 +42,7 @@ def scale_grad(t: torch.Tensor, factor: float) -> torch.Tensor:
 
 def _project_math(d: torch.Tensor, eps: float, norm: str | None) -> torch.Tensor:
     if norm == "linf":
-        return d.clamp(-eps, eps)
+        return clamp(d, -eps, eps)
     if norm == "l2":
         # eps / max(||d||, eps): 1 inside the ball, and no 0/0 for an all-zero row.
         return d * _rows(eps / per_sample_norm(d).clamp_min(eps), d)
@@ -52,10 +60,10 @@ def perturb(x, delta, eps, norm, lo=0.0, hi=1.0, grad_scale=1.0, with_sq=False):
     The gradient reaching delta through x_adv is multiplied by grad_scale; the one
     through the squared norm is not."""
     xm, p = _opmath(x), _project_math(_opmath(delta), eps, norm)
-    x_adv = (xm + scale_grad(p, grad_scale)).clamp(lo, hi).to(x.dtype)
+    x_adv = clamp(xm + scale_grad(p, grad_scale), lo, hi).to(x.dtype)
     if not with_sq:
         return x_adv, None
-    unscaled = (xm + p).clamp(lo, hi).to(x.dtype)  # same values, gradient not scaled
+    unscaled = clamp(xm + p, lo, hi).to(x.dtype)  # same values, gradient not scaled
     sq = (_opmath(unscaled) - xm).square().flatten(1).sum(1)
     return x_adv, sq
 

@@ -3,12 +3,19 @@
 import triton
 import triton.language as tl
 
-_NAN = tl.PropagateNan.ALL
+@triton.jit
+def clamp(v, lo, hi):
+    """As torch.clamp: NaN stays NaN. Plain selects rather than tl.maximum's
+    propagate_nan, whose enum a kernel can reach only as a constexpr global (a plain
+    global passes the interpreter and fails the GPU compiler)."""
+    v = tl.where(v < lo, lo, v)
+    return tl.where(v > hi, hi, v)
 
 
 @triton.jit
-def clamp(v, lo, hi):
-    return tl.minimum(tl.maximum(v, lo, propagate_nan=_NAN), hi, propagate_nan=_NAN)
+def l2_factor(n, eps):
+    """eps / max(n, eps): 1 inside the ball, no 0/0 for a zero row, NaN for a NaN norm."""
+    return tl.where(n <= eps, 1.0, eps / tl.where(n <= eps, 1.0, n))
 
 
 @triton.jit
@@ -44,7 +51,7 @@ def row_l2_factor(ptr, base, D, eps, BLOCK: tl.constexpr):
         v = tl.load(ptr + base + offs, mask=offs < D, other=0.0).to(tl.float32)
         acc += v * v
     n = tl.sqrt(tl.sum(acc, axis=0))
-    return eps / tl.maximum(n, eps)  # 1 inside the ball; no 0/0 for a zero row
+    return l2_factor(n, eps)
 
 
 @triton.jit

@@ -4,7 +4,7 @@ projection onto the eps-ball around x0 and the box."""
 import triton
 import triton.language as tl
 
-from .perturb import clamp, load3
+from .perturb import clamp, l2_factor, load3
 
 
 @triton.jit
@@ -28,11 +28,11 @@ def pgd_step_kernel(xa_ptr, g_ptr, x0_ptr, out_ptr, D, step_size, eps, lo, hi,
             v = a + step * g - z
             acc += v * v
         dn = tl.sqrt(tl.sum(acc, axis=0))
-        f = eps / tl.maximum(dn, eps)
+        f = l2_factor(dn, eps)
     for start in range(0, D, BLOCK):
         offs, mask, a, g, z = load3(xa_ptr, g_ptr, x0_ptr, base, start, D, BLOCK, True)
         if NORM == 1:
-            sg = tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, g))  # sign(0) = 0; NaN stays NaN
+            sg = tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, 0.0))  # as torch.sign: sign(0) = sign(NaN) = 0
             d = clamp(a + step_size * sg - z, -eps, eps)
         else:
             d = (a + step * g - z) * f

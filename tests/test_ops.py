@@ -244,3 +244,49 @@ def test_eps_larger_than_the_box(backend, device, norm):
     with gatfast.use_backend(backend):
         got = gatfast.perturb(x, delta, 100.0, norm)
     close(got, (x + delta).clamp(0, 1), torch.float32)
+
+
+def _special_values(device):
+    """Inputs that catch a clamp or sign written with fmin/fmax: NaN, +-inf, -0.0 and
+    values exactly on a bound, in x, delta and the gradient."""
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([[0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 1.0, 0.2, 0.7],
+                      [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+                      [0.1, 0.9, 0.3, 0.0, 1.0, nan, 0.4, 0.6, 0.2, 0.8]], device=device)
+    delta = torch.tensor([[nan, -0.0, inf, -inf, 0.3, -0.3, -0.3, 0.3, 0.0, -0.0],
+                          [0.1, -0.2, 0.05, 0.0, -0.0, 0.3, -0.3, 0.2, 0.1, 0.0],
+                          [nan, 0.1, 0.2, -0.1, 0.1, 0.0, 0.3, -0.3, 0.0, 0.1]], device=device)
+    grad = torch.tensor([[nan, 0.0, -0.0, inf, -inf, 1.0, -1.0, nan, 2.0, -3.0],
+                         [0.0, -0.0, 0.0, 0.0, -0.0, 0.0, 0.0, 0.0, -0.0, 0.0],
+                         [1.0, -2.0, inf, 0.5, -0.5, 0.1, nan, 0.0, 1.0, -1.0]], device=device)
+    return x, delta, grad
+
+
+@pytest.mark.parametrize("backend,device", all_cases())
+@pytest.mark.parametrize("norm", NORMS)
+def test_perturb_follows_torch_clamp_on_nan_inf_and_bounds(backend, device, norm):
+    """A NaN from a generator must stay NaN (the non-finite guard then sees it), never
+    become a valid-looking pixel; inf, -0.0 and values on a bound as torch.clamp has them."""
+    x, delta, _ = _special_values(device)
+    eps = 0.3
+    expected, expected_sq = reference.perturb(x, delta, eps, norm, 0.0, 1.0, with_sq=True)
+    with gatfast.use_backend(backend):
+        got, sq = gatfast.perturb_with_norm(x, delta, eps, norm)
+        projected = gatfast.project(delta, eps, norm) if norm else None
+    torch.testing.assert_close(got, expected, equal_nan=True, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(sq, expected_sq, equal_nan=True, atol=1e-6, rtol=1e-6)
+    if norm:
+        torch.testing.assert_close(projected, reference.project(delta, eps, norm), equal_nan=True)
+
+
+@pytest.mark.parametrize("backend,device", all_cases())
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_step_follows_torch_sign_and_clamp_on_nan_inf_and_bounds(backend, device, norm):
+    """torch.sign(NaN) is 0: a NaN gradient in a linf step takes no step (it must not
+    become a step of -eps); zero rows take no step; NaN in x stays NaN."""
+    x0, delta, grad = _special_values(device)
+    x_adv = (x0 + delta.nan_to_num(0.0, 0.3, -0.3).clamp(-0.3, 0.3)).clamp(0, 1)
+    expected = reference.pgd_step(x_adv, grad, x0, 0.1, 0.3, norm)
+    with gatfast.use_backend(backend):
+        got = gatfast.pgd_step(x_adv, grad, x0, 0.1, 0.3, norm)
+    torch.testing.assert_close(got, expected, equal_nan=True, atol=1e-6, rtol=1e-6)

@@ -38,7 +38,7 @@ void perturb_fwd_rows(const scalar_t* dp, const scalar_t* xp, scalar_t* op, at::
       acc_t s = 1;
       if constexpr (NORM == kL2) {
         const acc_t n = std::sqrt(row_sumsq<scalar_t, acc_t>(d, D));
-        s = n > e ? e / n : acc_t(1);
+        s = n <= e ? acc_t(1) : e / n;  // a NaN norm makes the whole row NaN, as the reference
       }
       scp[i] = s;
       if constexpr (!HAS_X) {
@@ -165,7 +165,7 @@ void pgd_l2_rows(const scalar_t* ap, const scalar_t* gp, const scalar_t* zp, sca
         dn2 += v * v;
       }
       const acc_t dn = std::sqrt(dn2);
-      const acc_t f = dn > e ? e / dn : acc_t(1);
+      const acc_t f = dn <= e ? acc_t(1) : e / dn;  // NaN stays NaN
 #pragma omp simd
       for (int64_t j = 0; j < D; ++j) {
         const acc_t zv = z[j];

@@ -13,11 +13,11 @@ inline acc_t clampv(acc_t v, acc_t lo, acc_t hi) {
   return v > hi ? hi : v;
 }
 
-// sign(g) with sign(0) = 0, and NaN kept NaN (as torch.sign), branch-free.
+// sign(g) as torch.sign has it: sign(0) = 0 and sign(NaN) = 0 (so a NaN gradient takes
+// no step rather than a step of -eps), branch-free.
 template <typename acc_t>
 inline acc_t signv(acc_t g) {
-  acc_t s = acc_t(g > 0) - acc_t(g < 0);
-  return g == g ? s : g;
+  return acc_t(g > 0) - acc_t(g < 0);
 }
 
 // exp(x) for x <= 0 (log-sum-exp arguments) in float32, accurate to about 2 ulp:

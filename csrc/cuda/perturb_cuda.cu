@@ -19,9 +19,18 @@ namespace {
 constexpr int kRowThreads = 256;
 constexpr int kFlatThreads = 256;
 
+// As torch.clamp: NaN stays NaN (fmin/fmax would turn it into a bound, a valid-looking
+// pixel that the non-finite guard never sees).
 template <typename acc_t>
 __device__ __forceinline__ acc_t clampv(acc_t v, acc_t lo, acc_t hi) {
-  return fmin(fmax(v, lo), hi);
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// As torch.sign: sign(0) = 0 and sign(NaN) = 0, so a NaN gradient takes no step.
+template <typename acc_t>
+__device__ __forceinline__ acc_t signv(acc_t g) {
+  return acc_t(g > 0) - acc_t(g < 0);
 }
 
 template <typename acc_t>
@@ -63,7 +72,7 @@ __global__ void perturb_fwd_rows_kernel(const scalar_t* __restrict__ delta, cons
       part += v * v;
     }
     acc_t n = sqrt(block_sum(part, buf));
-    s = n > eps ? eps / n : acc_t(1);
+    s = n <= eps ? acc_t(1) : eps / n;  // a NaN norm makes the whole row NaN, as the reference
   }
   if (threadIdx.x == 0) scale[blockIdx.x] = s;
   acc_t part = 0;
@@ -139,8 +148,7 @@ __global__ void pgd_linf_kernel(const scalar_t* xa, const scalar_t* g,
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < n; k += stride) {
     acc_t gv = g[k], z = x0[k];
-    acc_t sg = gv > 0 ? acc_t(1) : (gv < 0 ? acc_t(-1) : gv);
-    acc_t dd = clampv(acc_t(xa[k]) + ss * sg - z, -eps, eps);
+    acc_t dd = clampv(acc_t(xa[k]) + ss * signv(gv) - z, -eps, eps);
     out[k] = clampv(z + dd, lo, hi);
   }
 }
@@ -163,7 +171,7 @@ __global__ void pgd_l2_rows_kernel(const scalar_t* xa, const scalar_t* g, const 
     part += v * v;
   }
   const acc_t dn = sqrt(block_sum(part, buf));
-  const acc_t f = dn > eps ? eps / dn : acc_t(1);
+  const acc_t f = dn <= eps ? acc_t(1) : eps / dn;  // NaN stays NaN
   for (int64_t j = threadIdx.x; j < D; j += blockDim.x) {
     const int64_t k = base + j;
     acc_t z = x0[k];
