@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +63,27 @@ def test_auto_uses_a_cuda_backend_for_cuda_tensors():
     with gatfast.use_backend("auto"):
         expected = "cuda" if backends.cuda_built() else ("triton" if backends.triton_installed() else "torch")
         assert backends.resolve(torch.device("cuda")) == expected
+    info = gatfast.build_info()
+    assert info["auto_on_cuda"] == expected and info["auto_on_cuda_why"]
+
+
+def test_auto_on_cuda_takes_only_a_backend_a_gpu_run_has_proven(monkeypatch):
+    """The rule itself, on every combination of what is built: the first proven backend
+    that is built, else triton (never proven ones skipped for an unproven cuda), else torch."""
+    results = "benchmarks/results/gpu-check-NVIDIA_H200.md"
+    assert [name for name, _ in backends.GPU_PROVEN] == ["cuda", "triton"]
+    assert all(results in why for _, why in backends.GPU_PROVEN)
+    assert (Path(__file__).resolve().parent.parent / results).exists()
+    for cuda_built, triton_installed, expected in [(True, True, "cuda"), (True, False, "cuda"),
+                                                   (False, True, "triton"), (False, False, "torch")]:
+        monkeypatch.setattr(backends, "_CUDA_BUILT", cuda_built)
+        monkeypatch.setattr(backends, "_TRITON_INSTALLED", triton_installed)
+        assert backends._auto_for_cuda()[0] == expected
+    monkeypatch.setattr(backends, "GPU_PROVEN", ())
+    monkeypatch.setattr(backends, "_CUDA_BUILT", True)
+    monkeypatch.setattr(backends, "_TRITON_INSTALLED", True)
+    name, why = backends._auto_for_cuda()
+    assert name == "triton" and "no proven GPU backend" in why
 
 
 def test_available_backends_lists_what_runs_here():
