@@ -20,6 +20,8 @@ INNER = 50 if DEVICE == "cuda" else 1
 FAST_BACKENDS = [b for b in (["cuda", "triton"] if DEVICE == "cuda" else ["cpp"]) if b in gatfast.available_backends()]
 IMPLS = ["eager"] + FAST_BACKENDS + (["auto"] if DEVICE == "cuda" else [])
 IMAGE_SHAPES = {"256x3x32x32": (256, 3, 32, 32), "1024x1x28x28": (1024, 1, 28, 28)}
+if DEVICE == "cuda":  # 100 MB a tensor: bandwidth, not launch latency, decides
+    IMAGE_SHAPES["2048x3x64x64"] = (2048, 3, 64, 64)
 LOGIT_SHAPES = {"256x10": (256, 10), "256x1000": (256, 1000)}
 EPS = {"linf": 8 / 255, "l2": 0.5}
 

@@ -29,6 +29,8 @@ from gatfast.generators import PerturbationGenerator
 from gatfast.step import GATStep
 
 EPS = 0.3
+MODELS = ("small_cnn", "preact_resnet18")
+VARIANTS = ("literal", "literal+compile", "fused-eager", "gatstep", "gatstep+bf16", "gatstep+bf16+graph")
 
 
 def _networks(model: str, device):
@@ -104,6 +106,9 @@ def run(device: str | None = None, cases=None, warmup: int = 3, iters: int = 10,
     """cases: [(model, batch)]; variants: names to run (default all that fit the device)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
+    # Chosen cases get their own file, so that one run per model (as the GPU check makes)
+    # does not overwrite another.
+    stem = "step" if cases is None else "step-" + "-".join(sorted({model for model, _ in cases}))
     if cases is None:
         cases = [("small_cnn", 256), ("preact_resnet18", 256)] if cuda else [("small_cnn", 128)]
     rows = []
@@ -130,7 +135,7 @@ def run(device: str | None = None, cases=None, warmup: int = 3, iters: int = 10,
     result = {**provenance(device), "warmup": warmup, "iters": iters,
               "statistic": "median step time, variants interleaved", "rows": rows}
     if out_dir:
-        _write(result, Path(out_dir), device)
+        _write(result, Path(out_dir), device, stem)
     return result
 
 
@@ -167,7 +172,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _write(result, out_dir: Path, device):
+def _write(result, out_dir: Path, device, stem="step"):
     lines = [f"# GAT step throughput on {result['device']}", "",
              f"{result['date']}, torch {result['torch']}, gatfast {result['gatfast']}; median of {result['iters']} "
              f"steps after {result['warmup']} warm-up steps, the variants taking turns step by step; ratios against "
@@ -180,5 +185,5 @@ def _write(result, out_dir: Path, device):
         else:
             lines.append(f"| {r['model']} | {r['batch']} | {r['variant']} | {r['step_ms']:.2f} | "
                          f"{r['samples_per_s']:.0f} | {r['vs_literal']:.2f}x |")
-    save(result, lines, out_dir, "step", device)
+    save(result, lines, out_dir, stem, device)
 

@@ -91,9 +91,23 @@ def _cmd_bench(args) -> int:
     if args.iters < 1 or args.warmup < 0:
         raise train_mod.ConfigError("--iters must be >= 1 and --warmup >= 0")
     device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
-    bench.run(device, warmup=args.warmup, iters=args.iters, out_dir=args.out)
+    cases = [_bench_case(c) for c in args.case] or None
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    unknown = sorted(set(variants or []) - set(bench.VARIANTS))
+    if unknown:
+        raise train_mod.ConfigError(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(bench.VARIANTS)}")
+    bench.run(device, cases=cases, warmup=args.warmup, iters=args.iters, out_dir=args.out, variants=variants)
     print(f"wrote {args.out}/step-*.json and .md")
     return 0
+
+
+def _bench_case(text: str) -> tuple[str, int]:
+    from gatfast import bench
+    model, _, batch = text.partition(":")
+    if model not in bench.MODELS or not batch.isdigit() or int(batch) < 1:
+        raise train_mod.ConfigError(f"--case must be MODEL:BATCH with MODEL one of {', '.join(bench.MODELS)} "
+                                    f"and BATCH a positive integer, got {text!r}")
+    return model, int(batch)
 
 
 _EVAL_HELP = {
@@ -270,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--iters", type=int, default=10)
+    b.add_argument("--case", action="append", default=[], metavar="MODEL:BATCH",
+                   help="model and batch to time, repeatable (default: small_cnn:256 and preact_resnet18:256 on a "
+                        "GPU, small_cnn:128 on the CPU); results go to step-<models>-<device> when given")
+    b.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all that fit "
+                                                   "the device)")
     b.add_argument("--out", default="benchmarks/results", help="folder for step-<device>.json and .md")
     b.set_defaults(func=_cmd_bench)
     return parser
