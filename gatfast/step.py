@@ -31,6 +31,14 @@ BatchNorm: both passes run the classifier in training mode, so running statistic
 updated twice per step, first with the clean batch and then with the adversarial one
 (as the literal algorithm's defender forward would).
 
+Single pass (single_pass=True): a generator that reads the image alone (input="image")
+needs no input gradient, so x_adv exists before the classifier runs, and one forward over
+cat(x, x_adv) and one backward of clean_adv_loss(clean half, adversarial half) + c_g *
+penalty give both networks the same gradients as the two passes (the grad_scale trick
+still flips the generator's). A classifier with BatchNorm then normalises the clean and
+adversarial halves together and updates its running statistics once, with the mixed
+batch: a different model from the two-pass step's, which is why it is opt-in.
+
 AMP: amp="bf16" runs both networks under autocast in bfloat16; amp="fp16" in float16
 with a GradScaler (both passes' losses are scaled by the same factor; a step whose
 gradients overflow is skipped by both optimisers and the scale shrinks). The losses
@@ -79,7 +87,7 @@ class GATStep:
                  eps: float, norm: str = "linf", alpha: float = 0.5, c_g: float = 0.0,
                  generator_steps: int = 1, generator_updates: int = 1, amp: str | None = None,
                  grad_scaler: torch.amp.GradScaler | None = None, cuda_graph: bool = False,
-                 random_init: bool = False):
+                 random_init: bool = False, single_pass: bool = False):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
         if not isinstance(generator, PerturbationGenerator):
@@ -95,6 +103,13 @@ class GATStep:
         self.generator_steps = _checks.count(generator_steps, "generator_steps")
         self.generator_updates = _checks.count(generator_updates, "generator_updates")
         self.random_init = bool(random_init)
+        self.single_pass = bool(single_pass)
+        if self.single_pass and generator.input != "image":
+            raise ValueError(f"single_pass=True needs a generator with input='image' (x_adv must exist before the "
+                             f"classifier's forward); this one reads {generator.input!r}")
+        if self.single_pass and self.alpha == 1:
+            raise ValueError("single_pass=True needs alpha < 1: with alpha = 1 the classifier has no adversarial "
+                             "term to share a pass with")
         self.classifier, self.generator = classifier, generator
         self.opt_classifier, self.opt_generator = opt_classifier, opt_generator
         # The penalty bound is the paper's soft one: no projection, the box clamp only.
@@ -153,7 +168,8 @@ class GATStep:
             if t > 0 and self.generator.input != "image":
                 g = self._input_gradient(x_t, y)
             with self._autocast(x0.device):
-                delta = self.generator(x_t, g.detach()).to(x0.dtype)  # perturb in the input's dtype
+                grad = None if g is None else g.detach()
+                delta = self.generator(x_t, grad).to(x0.dtype)  # perturb in the input's dtype
             total = delta if x_t is x0 else (x_t - x0) + delta
             if t == self.generator_steps - 1:
                 return ops.perturb_with_norm(x0, total, self.eps, self._perturb_norm, grad_scale=grad_scale)
@@ -163,21 +179,26 @@ class GATStep:
         """The step's gradients (classifier, generator) and metrics, without stepping.
         Under amp="fp16" the gradients are multiplied by the GradScaler's scale."""
         self._check_batch(x, y)
+        if self.single_pass:
+            return self._single_pass_gradients(x, y.long())
         C, alpha = self.classifier, self.alpha
         params_c, params_g = _params(C), _params(self.generator)
         y = y.long()
 
-        # Pass 1: C's clean-term gradients and the input gradient, from one backward.
-        x_in = x.detach().requires_grad_(True)
+        # Pass 1: C's clean-term gradients and the input gradient, from one backward (a
+        # generator that reads the image alone needs no input gradient).
+        need_g = self.generator.input != "image"
+        x_in = x.detach().requires_grad_(need_g)
         with self._autocast(x.device):
             logits_clean = C(x_in)
         ce_clean = F.cross_entropy(_full_precision(logits_clean), y)
+        inputs = [x_in] if need_g else []
+        g, grads_c = None, [None] * len(params_c)
         if alpha > 0:
-            grads = torch.autograd.grad(self._scale(alpha * ce_clean), [x_in] + params_c, allow_unused=True)
-            g, grads_c = grads[0], list(grads[1:])
-        else:
+            grads = torch.autograd.grad(self._scale(alpha * ce_clean), inputs + params_c, allow_unused=True)
+            g, grads_c = (grads[0] if need_g else None), list(grads[len(inputs):])
+        elif need_g:
             (g,) = torch.autograd.grad(self._scale(ce_clean), [x_in])
-            grads_c = [None] * len(params_c)
 
         # Pass 2: the adversarial term for C and the whole generator gradient, from one backward.
         x0 = x.detach()
@@ -205,12 +226,36 @@ class GATStep:
             }
         return grads_c, grads_g, metrics
 
+    def _single_pass_gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """One forward over cat(x, x_adv), one backward of the fused clean+adversarial loss."""
+        params_c, params_g = _params(self.classifier), _params(self.generator)
+        x0, n = x.detach(), x.shape[0]
+        x_adv, sq_norm = self._adversarial(x0, y, None, -1.0 / (1.0 - self.alpha))
+        with self._autocast(x.device):
+            logits = _full_precision(self.classifier(torch.cat([x0, x_adv])))
+        logits_clean, logits_adv = logits[:n], logits[n:]
+        loss_c, correct_clean, correct_adv = ops.clean_adv_loss(logits_clean, logits_adv, y, self.alpha)
+        penalty = sq_norm.mean()
+        grads = torch.autograd.grad(self._scale(loss_c + self.c_g * penalty), params_c + params_g,
+                                    allow_unused=True)
+        with torch.no_grad():
+            ce_adv = F.cross_entropy(logits_adv.detach(), y)
+            metrics = {
+                "loss_classifier": loss_c.detach(),
+                "loss_generator": -ce_adv + self.c_g * penalty.detach(),
+                "acc_clean": correct_clean.float() / n,
+                "acc_adv": correct_adv.float() / n,
+                "perturbation_norm": sq_norm.detach().sqrt().mean(),
+            }
+        return list(grads[: len(params_c)]), list(grads[len(params_c):]), metrics
+
     def generator_gradients(self, x: torch.Tensor, y: torch.Tensor):
         """dL_G/dtheta_G alone, against the current classifier (a generator-only update)."""
         self._check_batch(x, y)
         y = y.long()
         x0 = x.detach()
-        x_adv, sq_norm = self._adversarial(x0, y, self._input_gradient(x0, y), 1.0)
+        g = None if self.generator.input == "image" else self._input_gradient(x0, y)
+        x_adv, sq_norm = self._adversarial(x0, y, g, 1.0)
         with self._autocast(x.device):
             logits_adv = self.classifier(x_adv)
         loss_g = -F.cross_entropy(_full_precision(logits_adv), y) + self.c_g * sq_norm.mean()

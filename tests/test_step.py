@@ -185,6 +185,55 @@ def test_batchnorm_running_statistics_see_both_passes():
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("backend", cpu_backends()[:2])
+@pytest.mark.parametrize("bound", generators.BOUNDS)
+@pytest.mark.parametrize("alpha", [0.25, 0.5])
+@pytest.mark.parametrize("c_g", [0.0, 0.7])
+def test_single_pass_step_equals_plain_simultaneous_update(backend, bound, alpha, c_g):
+    """One forward over cat(x, x_adv) and one backward of the fused loss give the plain
+    algorithm's update (no BatchNorm), and the same metrics as the two-pass step."""
+    clf, gen = networks(bound, "image")
+    clf_ref, gen_ref = copy.deepcopy(clf), copy.deepcopy(gen)
+    clf_two, gen_two = copy.deepcopy(clf), copy.deepcopy(gen)
+    x, y = batch()
+    norm = "l2" if bound == "l2" else "linf"
+
+    def make(c, g, single_pass):
+        return GATStep(c, g, torch.optim.SGD(c.parameters(), lr=0.1), torch.optim.SGD(g.parameters(), lr=0.1),
+                       eps=EPS, norm=norm, alpha=alpha, c_g=c_g, single_pass=single_pass)
+
+    with gatfast.use_backend(backend):
+        metrics = make(clf, gen, True).step(x, y)
+        metrics_two = make(clf_two, gen_two, False).step(x, y)
+    step_with_reference(clf_ref, gen_ref, x, y, _perturb_norm(bound), alpha, c_g)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    assert set(metrics) == set(metrics_two)
+    for name in metrics:
+        torch.testing.assert_close(metrics[name].double(), metrics_two[name].double(), atol=1e-12, rtol=1e-10)
+
+
+def test_single_pass_normalises_clean_and_adversarial_halves_together():
+    """With BatchNorm the single pass is a different model: the running statistics see
+    the mixed batch once (num_batches_tracked 1, not 2)."""
+    clf, gen = networks("linf", "image", batchnorm=True)
+    x, y = batch(1)
+    GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+            eps=EPS, alpha=0.5, single_pass=True).step(x, y)
+    assert int(clf[1].num_batches_tracked) == 1
+
+
+def test_single_pass_refuses_what_it_cannot_do():
+    clf, gen = networks("linf", "image+grad")
+    opts = (torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="single_pass=True needs a generator with input='image'"):
+        GATStep(clf, gen, *opts, eps=EPS, single_pass=True)
+    clf, gen = networks("linf", "image")
+    with pytest.raises(ValueError, match="single_pass=True needs alpha < 1"):
+        GATStep(clf, gen, *opts, eps=EPS, alpha=1.0, single_pass=True)
+
+
 def test_literal_algorithm_runs_and_updates_both():
     clf, gen = networks("linf", "grad")
     before = [p.clone() for p in list(clf.parameters()) + list(gen.parameters())]
