@@ -8,6 +8,10 @@ Variants (all the same one-step GAT algorithm, generator input "image+grad"):
   gatstep          GATStep with gatfast's ops (backend auto)
   gatstep+bf16     the same under bf16 autocast
   gatstep+bf16+graph  and captured in a CUDA graph (GPU only)
+  image-two-pass   GATStep with a generator that reads the image alone (input "image")
+  image-single-pass  the same generator, one forward over cat(x, x_adv) and one backward of
+                   the fused clean_adv_loss (single_pass=True); the pair measures that op's path
+  image-single-pass+bf16+graph, image-two-pass+bf16+graph  (GPU only)
 
 `gatfast bench` (or benchmarks/step_throughput.py) writes benchmarks/results/step-<device>.json
 and .md. Ratios are against `literal` of the same model and batch.
@@ -30,16 +34,17 @@ from gatfast.step import GATStep
 
 EPS = 0.3
 MODELS = ("small_cnn", "preact_resnet18")
-VARIANTS = ("literal", "literal+compile", "fused-eager", "gatstep", "gatstep+bf16", "gatstep+bf16+graph")
+VARIANTS = ("literal", "literal+compile", "fused-eager", "gatstep", "gatstep+bf16", "gatstep+bf16+graph",
+            "image-two-pass", "image-single-pass", "image-two-pass+bf16+graph", "image-single-pass+bf16+graph")
 
 
-def _networks(model: str, device):
+def _networks(model: str, device, generator_input="image+grad"):
     torch.manual_seed(0)
     if model == "small_cnn":
         clf, channels, size = models.SmallCNN(), 1, 28
     else:
         clf, channels, size = models.PreActResNet18(), 3, 32
-    gen = PerturbationGenerator(channels, EPS, input="image+grad", width=32, blocks=1)
+    gen = PerturbationGenerator(channels, EPS, input=generator_input, width=32, blocks=1)
     return clf.to(device), gen.to(device), (channels, size, size)
 
 
@@ -57,11 +62,11 @@ def _variants(model, device, cuda):
         step, shape = literal()
         return torch.compile(step), shape
 
-    def gatstep(backend="auto", amp=None, graph=False):
+    def gatstep(backend="auto", amp=None, graph=False, generator_input="image+grad", single_pass=False):
         def make():
-            clf, gen, shape = _networks(model, device)
+            clf, gen, shape = _networks(model, device, generator_input)
             step = GATStep(clf, gen, _adam(clf, graph), _adam(gen, graph), eps=EPS, alpha=0.5, amp=amp,
-                           cuda_graph=graph)
+                           cuda_graph=graph, single_pass=single_pass)
 
             def run(x, y):
                 with gatfast.use_backend(backend):
@@ -70,9 +75,14 @@ def _variants(model, device, cuda):
         return make
 
     out = {"literal": literal, "literal+compile": literal_compiled, "fused-eager": gatstep("torch"),
-           "gatstep": gatstep(), "gatstep+bf16": gatstep(amp="bf16")}
+           "gatstep": gatstep(), "gatstep+bf16": gatstep(amp="bf16"),
+           "image-two-pass": gatstep(generator_input="image"),
+           "image-single-pass": gatstep(generator_input="image", single_pass=True)}
     if cuda:
         out["gatstep+bf16+graph"] = gatstep(amp="bf16", graph=True)
+        out["image-two-pass+bf16+graph"] = gatstep(amp="bf16", graph=True, generator_input="image")
+        out["image-single-pass+bf16+graph"] = gatstep(amp="bf16", graph=True, generator_input="image",
+                                                      single_pass=True)
     return out
 
 
@@ -176,7 +186,8 @@ def _write(result, out_dir: Path, device, stem="step"):
     lines = [f"# GAT step throughput on {result['device']}", "",
              f"{result['date']}, torch {result['torch']}, gatfast {result['gatfast']}; median of {result['iters']} "
              f"steps after {result['warmup']} warm-up steps, the variants taking turns step by step; ratios against "
-             f"the literal step in the same run. Generator: image+grad input, width 32, one block, full size, "
+             f"the literal step in the same run. Generator: image+grad input (the image alone in the image-* "
+             f"variants), width 32, one block, full size, "
              f"one step (the literal algorithm's).", "",
              "| model | batch | variant | ms / step | samples / s | vs literal |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:

@@ -13,9 +13,29 @@ def test_bench_writes_a_table_with_ratios(tmp_path):
     rows = {r["variant"]: r for r in result["rows"]}
     assert set(rows) == {"literal", "fused-eager", "gatstep"}
     assert rows["literal"]["vs_literal"] == 1.0 and all(r["samples_per_s"] > 0 for r in rows.values())
-    saved = json.loads((tmp_path / "step-cpu.json").read_text())
+    saved = json.loads((tmp_path / "step-small_cnn-cpu.json").read_text())  # chosen cases: their own file
     assert saved["rows"] == result["rows"] and saved["torch"] and saved["date"]
-    assert "| small_cnn | 8 | gatstep |" in (tmp_path / "step-cpu.md").read_text()
+    assert "| small_cnn | 8 | gatstep |" in (tmp_path / "step-small_cnn-cpu.md").read_text()
+
+
+def test_bench_single_pass_pair_runs_and_writes_rows(tmp_path):
+    result = bench.run("cpu", cases=[("small_cnn", 8)], warmup=1, iters=1, out_dir=None, log=lambda *_: None,
+                       variants=["literal", "image-two-pass", "image-single-pass"])
+    assert [r["variant"] for r in result["rows"]] == ["literal", "image-two-pass", "image-single-pass"]
+    assert all("error" not in r and r["step_ms"] > 0 for r in result["rows"])
+
+
+def test_bench_cli_cases_and_variants(tmp_path, capsys):
+    assert cli.main(["bench", "--device", "cpu", "--case", "small_cnn:4", "--variants", "literal,gatstep",
+                     "--iters", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "step-small_cnn-cpu.json").read_text())
+    assert {(r["model"], r["batch"], r["variant"]) for r in saved["rows"]} == {("small_cnn", 4, "literal"),
+                                                                             ("small_cnn", 4, "gatstep")}
+    assert cli.main(["bench", "--case", "vgg:4"]) == 2
+    assert "--case must be MODEL:BATCH with MODEL one of small_cnn, preact_resnet18" in capsys.readouterr().err
+    assert cli.main(["bench", "--case", "small_cnn:0"]) == 2
+    assert cli.main(["bench", "--variants", "literal,turbo"]) == 2
+    assert "--variants: unknown turbo" in capsys.readouterr().err
 
 
 def test_bench_rejects_bad_arguments(capsys):
