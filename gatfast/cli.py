@@ -35,7 +35,7 @@ _HELP = {
 def _add_config_arguments(parser: argparse.ArgumentParser):
     hints = typing.get_type_hints(train_mod.TrainConfig)
     for f in dataclasses.fields(train_mod.TrainConfig):
-        if f.name in ("progress", "download", "cuda_graph", "recipe"):
+        if f.name in ("progress", "download", "cuda_graph", "single_pass", "recipe"):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
@@ -48,6 +48,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser):
                         help=f"a named gat recipe ({', '.join(train_mod.RECIPES)}); explicit options win")
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     parser.add_argument("--cuda-graph", action="store_true", help="gat on a GPU: capture the whole step")
+    parser.add_argument("--single-pass", action="store_true",
+                        help="gat with --generator-input image: one classifier forward over clean and adversarial "
+                             "images together (faster on GPUs; BatchNorm then normalises them together)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -56,6 +59,7 @@ def _config_from(args) -> train_mod.TrainConfig:
               if f.name != "recipe" and getattr(args, f.name, None) is not None}
     values["download"] = args.download
     values["cuda_graph"] = args.cuda_graph
+    values["single_pass"] = args.single_pass
     values["progress"] = not args.no_progress
     if args.recipe is not None:
         return train_mod.TrainConfig.from_recipe(args.recipe, **values)

@@ -249,13 +249,14 @@ class GAT(Method):
 
     def __init__(self, classifier, optimizer, generator: PerturbationGenerator, generator_optimizer, *, eps,
                  norm="linf", amp=None, alpha: float = 0.5, c_g: float = 0.0, generator_steps: int = 1,
-                 generator_updates: int = 1, cuda_graph: bool = False, random_init: bool = False):
+                 generator_updates: int = 1, cuda_graph: bool = False, random_init: bool = False,
+                 single_pass: bool = False):
         super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
         self.generator, self.generator_optimizer = generator, generator_optimizer
         self.gat_step = GATStep(classifier, generator, optimizer, generator_optimizer, eps=eps, norm=norm,
                                 alpha=alpha, c_g=c_g, generator_steps=generator_steps,
                                 generator_updates=generator_updates, amp=amp, cuda_graph=cuda_graph,
-                                random_init=random_init)
+                                random_init=random_init, single_pass=single_pass)
 
     def modules(self):
         return {"classifier": self.classifier, "generator": self.generator}

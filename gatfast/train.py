@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     amp: str | None = None
     cuda_graph: bool = False         # gat on a GPU: capture the whole step (no non-finite guard then)
+    single_pass: bool = False        # gat, image-only generator: one forward over cat(x, x_adv) (GATStep)
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     backend: str = "auto"            # gatfast op backend
     data_root: str | None = None
@@ -155,6 +156,11 @@ class TrainConfig:
         need(self.eval_pgd_steps >= 0, "eval-pgd-steps must be >= 0")
         need(self.train_size >= 0, "train-size must be >= 0")
         need(not self.cuda_graph or self.method == "gat", "cuda-graph is an option of the gat method")
+        need(not self.single_pass or self.method == "gat", "single-pass is an option of the gat method")
+        need(not self.single_pass or self.generator_input == "image",
+             f"single-pass needs generator-input image (x_adv must exist before the classifier runs), "
+             f"got {self.generator_input!r}")
+        need(not self.single_pass or self.alpha < 1, "single-pass needs alpha < 1")
         need(self.backend in gatfast.backends.BACKENDS,
              f"unknown backend {self.backend!r}; choose from {', '.join(gatfast.backends.BACKENDS)}")
         return self
@@ -209,7 +215,7 @@ def build_method(config: TrainConfig, classifier, ds, probe=None) -> methods.Met
     return methods.GAT(classifier, opt, generator, _optimizer(config, generator.parameters(), config.generator_lr),
                        alpha=config.alpha, c_g=config.c_g, generator_steps=config.generator_steps,
                        generator_updates=config.generator_updates, cuda_graph=config.cuda_graph,
-                       random_init=bool(config.generator_random_init), **common)
+                       random_init=bool(config.generator_random_init), single_pass=config.single_pass, **common)
 
 
 def lr_factor(config: TrainConfig, progress: float) -> float:

@@ -148,6 +148,19 @@ def test_every_method_trains_mnist5k(tmp_path, method):
         assert r["pgd10"] >= pgd_floor, r
 
 
+def test_single_pass_gat_trains_from_the_command_line(tmp_path):
+    out = tmp_path / "sp"
+    assert cli.main(["train", "--dataset", "digits", "--method", "gat", "--generator-input", "image", "--single-pass",
+                     "--epochs", "2", "--batch-size", "64", "--eps", "0.1", "--generator-width", "8",
+                     "--eval-pgd-steps", "0", "--no-progress", "--out", str(out)]) == 0
+    saved = train.load_config(out)
+    assert saved.single_pass and saved.generator_input == "image"
+    epochs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2] and epochs[-1]["skipped_steps"] == 0
+    assert epochs[-1]["acc_clean"] > epochs[0]["acc_clean"]  # it learns
+    assert 0 < epochs[-1]["perturbation_norm"] and epochs[-1]["loss_generator"] < 0
+
+
 # ---- the command line -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,message", [
@@ -158,6 +171,9 @@ def test_every_method_trains_mnist5k(tmp_path, method):
     (["--norm", "linf", "--generator-bound", "l2"], "cannot bound a linf perturbation with a l2 bound"),
     (["--epochs", "0"], "epochs must be an integer >= 1"),
     (["--dataset", "cifar10"], "pass data_root"),
+    (["--method", "gat", "--single-pass"], "single-pass needs generator-input image"),
+    (["--method", "pgd_at", "--single-pass"], "single-pass is an option of the gat method"),
+    (["--method", "gat", "--generator-input", "image", "--alpha", "1", "--single-pass"], "single-pass needs alpha < 1"),
 ])
 def test_bad_configuration_is_one_line_and_status_2(tmp_path, capsys, args, message):
     assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"] + args) == 2
