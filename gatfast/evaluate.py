@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from gatfast import attacks
 from gatfast.attacks import autoattack
+from gatfast.attacks.base import correct
 
 ATTACKS = ("fgsm", "pgd", "pgd_margin", "apgd_ce", "apgd_t", "fab_t", "square", "cw", "transfer")
 GROUPS = {"autoattack": autoattack.MEMBERS}  # names that stand for several attacks
@@ -131,22 +132,18 @@ class AttackResult:
     seconds: float
     role: str = "suite"        # "suite", "cascade" (AutoAttack's, on what the earlier ones left) or "check"
     attacked: int = 0          # images it actually attacked (cascade: fewer than n)
-    outcome: list = field(default_factory=list, repr=False)  # per image of the evaluation
+    outcome: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int8), repr=False)
+    # per image of the evaluation: SURVIVED, BROKEN or NOT_RUN (int8, on the CPU)
 
     def public(self) -> dict:
-        return asdict(self)
+        """JSON-ready: the outcome as a list."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"outcome": self.outcome.tolist()}
 
     def broken(self) -> torch.Tensor:
-        return torch.tensor(self.outcome) == BROKEN
+        return self.outcome == BROKEN
 
     def ran(self) -> torch.Tensor:
-        return torch.tensor(self.outcome) != NOT_RUN
-
-
-@torch.no_grad()
-def _correct(model, x, y, batch_size) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
-                      for i in range(0, len(y), batch_size)])
+        return self.outcome != NOT_RUN
 
 
 def _check(name: str, passed: bool | None, detail: str) -> dict:
@@ -190,8 +187,7 @@ def sanity_checks(results: dict[str, AttackResult], ensemble: list, sweep: dict,
     if len(eps_sorted) >= 2:
         worst = None
         for small, large in zip(eps_sorted, eps_sorted[1:]):
-            t = mcnemar(torch.tensor(sweep[small]["outcome"]) == BROKEN,
-                        torch.tensor(sweep[large]["outcome"]) == BROKEN)
+            t = mcnemar(sweep[small]["outcome"] == BROKEN, sweep[large]["outcome"] == BROKEN)
             if worst is None or t["p"] < worst[2]["p"]:
                 worst = (small, large, t)
         small, large, t = worst
@@ -289,22 +285,22 @@ def _plan(model, x, eps, norm, num_classes, config: EvalConfig, surrogate, surro
     return plan
 
 
-def _run_attack(key, attack, x, y, m, role, results, clean, batch_size):
+def _run_attack(key, attack, x, y, m, role, results, clean):
     """Run one attack on the first m images (cascade: only those AutoAttack's earlier
     members left standing) and record its per-image outcome over all images."""
     outcome = torch.full((len(y),), NOT_RUN, dtype=torch.int8)
-    todo = torch.arange(m)
+    standing = torch.zeros(len(y), dtype=torch.bool)
+    standing[:m] = True
     if role == "cascade":
         earlier = [k for k in autoattack.MEMBERS[:autoattack.MEMBERS.index(key)] if k in results]
-        todo = todo[~broken_by(results, earlier)[:m]]
+        standing &= ~broken_by(results, earlier)
         outcome[:m] = BROKEN  # broken by an earlier member: AutoAttack counts it broken
     start = time.perf_counter()
-    if todo.numel():
-        x_adv = attack(x[todo], y[todo])
-        outcome[todo] = _correct(attack.model, x_adv, y[todo], batch_size).to(torch.int8)
+    todo, survived, _ = autoattack.attack_standing(attack, x, y, standing.to(y.device))
+    outcome[todo.cpu()] = survived.cpu().to(torch.int8)
     return AttackResult(attack.name, attack.describe(), attack.white_box, m, float(clean[:m].float().mean()),
                         float((outcome[:m] == SURVIVED).float().mean()), time.perf_counter() - start, role,
-                        int(todo.numel()), outcome.tolist())
+                        int(todo.numel()), outcome)
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, num_classes: int,
@@ -318,14 +314,14 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     model.eval()
     n = min(config.n, len(y))
     x, y = x[:n], y[:n]
-    clean = _correct(model, x, y, config.attack_batch_size)
+    clean = correct(model, x, y, config.attack_batch_size)
     skipped = {}
     if "transfer" in config.keys() and surrogate is None:
         skipped["transfer"] = "not run: no surrogate given (gatfast eval RUN --surrogate OTHER_RUN)"
 
     results: dict[str, AttackResult] = {}
     for key, attack, m, role in _plan(model, x, eps, norm, num_classes, config, surrogate, surrogate_name, progress):
-        results[key] = r = _run_attack(key, attack, x, y, m, role, results, clean, config.attack_batch_size)
+        results[key] = r = _run_attack(key, attack, x, y, m, role, results, clean)
         where = f"{r.attacked} of {r.n} images" if role == "cascade" else f"{r.n} images"
         log(f"  {r.name:<16} {r.accuracy:6.1%}  ({where}, {r.seconds:.0f} s{', a check' if role == 'check' else ''})")
 
@@ -338,9 +334,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         attack = attacks.PGD(model, eps=e, norm=norm, steps=config.sweep_steps, seed=config.seed,
                              batch_size=config.attack_batch_size, progress=progress)
         start = time.perf_counter()
-        correct = _correct(model, attack(x, y), y, config.attack_batch_size)
-        sweep[float(e)] = {"accuracy": float(correct.float().mean()), "n": n,
-                           "outcome": correct.to(torch.int8).tolist()}
+        right = correct(model, attack(x, y), y, config.attack_batch_size).cpu()
+        sweep[float(e)] = {"accuracy": float(right.float().mean()), "n": n, "outcome": right.to(torch.int8)}
         log(f"  {attack.name} at eps {e:g}: {sweep[float(e)]['accuracy']:6.1%}  "
             f"({time.perf_counter() - start:.0f} s, the eps sweep)")
 

@@ -16,7 +16,7 @@ import torch
 
 from gatfast import _checks
 from gatfast.attacks.apgd import APGD
-from gatfast.attacks.base import Attack, check_batch, evaluating
+from gatfast.attacks.base import Attack, check_batch, correct
 from gatfast.attacks.external import FAB, Square
 
 MEMBERS = ("apgd_ce", "apgd_t", "fab_t", "square")
@@ -36,6 +36,17 @@ def member(key: str, model, *, eps: float, norm: str, n_classes: int, seed: int 
     if key == "square":
         return Square(model, n_queries=square_queries, **common)
     raise ValueError(f"AutoAttack has no member {key!r}; its members are {', '.join(MEMBERS)}")
+
+
+def attack_standing(attack: Attack, images: torch.Tensor, labels: torch.Tensor, standing: torch.Tensor):
+    """One step of the cascade: `attack` on the images still standing (a bool mask), its
+    output checked with a fresh forward. Returns (indices attacked, survived per attacked
+    image, their adversarial images)."""
+    todo = torch.nonzero(standing).squeeze(1)
+    if todo.numel() == 0:
+        return todo, torch.zeros(0, dtype=torch.bool, device=labels.device), images[todo]
+    adv = attack(images[todo], labels[todo])
+    return todo, correct(attack.model, adv, labels[todo], attack.batch_size), adv
 
 
 class AutoAttack(Attack):
@@ -66,8 +77,7 @@ class AutoAttack(Attack):
 
     def __call__(self, images, labels):
         images, labels = check_batch(images, labels)
-        with evaluating(self.model), torch.no_grad():
-            clean = self.model(images).argmax(1) == labels
+        clean = correct(self.model, images, labels, self.batch_size)
         out = images.clone()
         standing = clean.clone()
         self.outcomes = {}
@@ -75,16 +85,12 @@ class AutoAttack(Attack):
             attack.progress = self.progress
             outcome = torch.full_like(labels, -1, dtype=torch.int8)
             outcome[~clean] = 0
-            todo = torch.nonzero(standing).squeeze(1)
-            if todo.numel():
-                adv = attack(images[todo], labels[todo])
-                with evaluating(self.model), torch.no_grad():
-                    still = self.model(adv).argmax(1) == labels[todo]
-                outcome[todo] = still.to(torch.int8)
-                out[todo] = adv
-                standing[todo[~still]] = False
+            todo, survived, adv = attack_standing(attack, images, labels, standing)
+            outcome[todo] = survived.to(torch.int8)
+            out[todo] = adv
+            standing[todo[~survived]] = False
             self.outcomes[key] = outcome
         return out
 
 
-__all__ = ["AutoAttack", "MEMBERS", "member"]
+__all__ = ["AutoAttack", "MEMBERS", "attack_standing", "member"]

@@ -92,6 +92,14 @@ def check_batch(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels.long()
 
 
+@torch.no_grad()
+def correct(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Per image: does the deployed model (eval mode) classify it right; batch by batch."""
+    with evaluating(model):
+        return torch.cat([model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]
+                          for i in range(0, len(labels), batch_size)])
+
+
 class Attack:
     """An attack on a classifier of [0, 1] images: `attack(images, labels)` returns
     adversarial images of the same shape, each inside the threat model (the eps-ball of
