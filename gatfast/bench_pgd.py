@@ -105,17 +105,21 @@ AUTOATTACK_VARIANTS = ("torchattacks", "torchattacks-100", "gatfast")
 
 
 def _torchattacks_autoattack(model, eps, norm, n_classes, steps):
-    """torchattacks.AutoAttack standard as shipped (steps None: its members' default of 10)
-    or with its APGD, APGD-T and FAB-T set to `steps`."""
+    """torchattacks.AutoAttack standard as shipped (steps None: its members' default of 10),
+    or the same four members built with torchattacks' public classes, APGD, APGD-T and FAB-T
+    at `steps`, in its MultiAttack cascade (the wrapper has no option for the steps)."""
     import torchattacks
 
-    aa = torchattacks.AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps, version="standard",
-                                 n_classes=n_classes, seed=0)
-    if steps is not None:
-        for member in aa._autoattack.attacks:
-            if hasattr(member, "steps"):
-                member.steps = steps
-    return aa
+    tnorm = "Linf" if norm == "linf" else "L2"
+    if steps is None:
+        return torchattacks.AutoAttack(model, norm=tnorm, eps=eps, version="standard", n_classes=n_classes, seed=0)
+    common = dict(eps=eps, norm=tnorm, seed=0, n_restarts=1)
+    return torchattacks.MultiAttack([
+        torchattacks.APGD(model, loss="ce", steps=steps, **common),
+        torchattacks.APGDT(model, n_classes=n_classes, steps=steps, **common),
+        torchattacks.FAB(model, multi_targeted=True, n_classes=n_classes, steps=steps, **common),
+        torchattacks.Square(model, n_queries=5000, **common),
+    ])
 
 
 def compare_autoattack(model, x, y, *, eps, norm, n_classes, variants=AUTOATTACK_VARIANTS, batch_size=250,

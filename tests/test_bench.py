@@ -82,3 +82,19 @@ def test_bench_autoattack_runs_each_variant_on_the_same_images(tmp_path, capsys)
     assert "| gatfast |" in (tmp_path / "out" / "autoattack-cpu.md").read_text()
     assert cli.main(["bench-autoattack", str(run_dir), "--n", "0"]) == 2
     assert "--n must be >= 1" in capsys.readouterr().err
+
+
+def test_torchattacks_autoattack_at_100_steps_is_built_from_public_classes():
+    """The torchattacks-100 variant: torchattacks' own four members, APGD, APGD-T and FAB-T
+    at 100 steps, Square at 5,000 queries, in its MultiAttack cascade."""
+    torchattacks = pytest.importorskip("torchattacks")
+    from gatfast import bench_pgd, models
+    model = models.SmallCNN()
+    aa = bench_pgd._torchattacks_autoattack(model, 0.3, "linf", 10, 100)
+    assert isinstance(aa, torchattacks.MultiAttack)
+    kinds = [type(a).__name__ for a in aa.attacks]
+    assert kinds == ["APGD", "APGDT", "FAB", "Square"]
+    assert [a.steps for a in aa.attacks[:3]] == [100, 100, 100] and aa.attacks[3].n_queries == 5000
+    assert aa.attacks[2].multi_targeted and all(a.eps == 0.3 for a in aa.attacks)
+    shipped = bench_pgd._torchattacks_autoattack(model, 0.3, "linf", 10, None)
+    assert isinstance(shipped, torchattacks.AutoAttack)

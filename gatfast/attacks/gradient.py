@@ -106,9 +106,10 @@ class PGD(Attack):
                 f"{'random' if self.random_start else 'clean'} start, {self.loss} loss, white box)")
 
     def __call__(self, images, labels):
+        if self._adaptive is not None:  # APGD's schedule: APGD itself, with this attack's seed and settings
+            self._adaptive.progress = self.progress
+            return self._adaptive(images, labels)
         self._generator = torch.Generator(images.device).manual_seed(self.seed)
-        if self._adaptive is not None:
-            self._adaptive._generator = self._generator
         return super().__call__(images, labels)
 
     def _logits(self, x):
@@ -140,8 +141,6 @@ class PGD(Attack):
                     return
 
     def _attack(self, x, y):
-        if self._adaptive is not None:
-            return self._adaptive._attack(x, y)
         best = x.clone()
         best_margin = torch.full((x.shape[0],), float("-inf"), device=x.device)
         for _ in range(self.restarts):
