@@ -171,7 +171,8 @@ def run_autoattack(run_dir, device=None, n=1000, variants=AUTOATTACK_VARIANTS, o
                  f"the other, alone on the machine.", "",
                  "- torchattacks: `torchattacks.AutoAttack(version='standard')` as shipped (3.5.1: its APGD, APGD-T "
                  "and FAB-T take their default of 10 steps);",
-                 "- torchattacks-100: the same with those members set to AutoAttack's published 100 steps;",
+                 "- torchattacks-100: the same four members built from torchattacks' classes (APGD, APGDT, FAB "
+                 "multi-targeted, Square) with AutoAttack's published 100 steps, in its `MultiAttack` cascade;",
                  "- gatfast: `gatfast.attacks.AutoAttack` (100 steps; gatfast's APGD and APGD-T, torchattacks' FAB-T "
                  "and Square).", "",
                  "| variant | robust accuracy | seconds |", "|---|---|---|"]
