@@ -79,8 +79,13 @@ class PerturbationGenerator(nn.Module):
                 with torch.no_grad():
                     out.weight.mul_(0.1)
 
+    @property
+    def reads_gradient(self) -> bool:
+        """Whether forward needs the input gradient (every input but "image")."""
+        return self.input != "image"
+
     def _features(self, x, grad):
-        needs_grad = self.input != "image"
+        needs_grad = self.reads_gradient
         if needs_grad and grad is None:
             raise ValueError(f"this generator's input is {self.input!r}: pass the input gradient as grad")
         if grad is not None:

@@ -104,7 +104,7 @@ class GATStep:
         self.generator_updates = _checks.count(generator_updates, "generator_updates")
         self.random_init = bool(random_init)
         self.single_pass = bool(single_pass)
-        if self.single_pass and generator.input != "image":
+        if self.single_pass and generator.reads_gradient:
             raise ValueError(f"single_pass=True needs a generator with input='image' (x_adv must exist before the "
                              f"classifier's forward); this one reads {generator.input!r}")
         if self.single_pass and self.alpha == 1:
@@ -165,7 +165,7 @@ class GATStep:
         differentiable in G's parameters; only the last perturb carries grad_scale."""
         x_t = reference.random_start(x0, self.eps, self._perturb_norm or "linf") if self.random_init else x0
         for t in range(self.generator_steps):
-            if t > 0 and self.generator.input != "image":
+            if t > 0 and self.generator.reads_gradient:
                 g = self._input_gradient(x_t, y)
             with self._autocast(x0.device):
                 grad = None if g is None else g.detach()
@@ -187,7 +187,7 @@ class GATStep:
 
         # Pass 1: C's clean-term gradients and the input gradient, from one backward (a
         # generator that reads the image alone needs no input gradient).
-        need_g = self.generator.input != "image"
+        need_g = self.generator.reads_gradient
         x_in = x.detach().requires_grad_(need_g)
         with self._autocast(x.device):
             logits_clean = C(x_in)
@@ -254,7 +254,7 @@ class GATStep:
         self._check_batch(x, y)
         y = y.long()
         x0 = x.detach()
-        g = None if self.generator.input == "image" else self._input_gradient(x0, y)
+        g = self._input_gradient(x0, y) if self.generator.reads_gradient else None
         x_adv, sq_norm = self._adversarial(x0, y, g, 1.0)
         with self._autocast(x.device):
             logits_adv = self.classifier(x_adv)
