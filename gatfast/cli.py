@@ -96,7 +96,7 @@ def _cmd_bench(args) -> int:
         raise train_mod.ConfigError("--iters must be >= 1 and --warmup >= 0")
     device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
     cases = [_bench_case(c) for c in args.case] or None
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    variants = list(_list(args.variants, str, "--variants")) or None
     unknown = sorted(set(variants or []) - set(bench.VARIANTS))
     if unknown:
         raise train_mod.ConfigError(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(bench.VARIANTS)}")
