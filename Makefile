@@ -43,7 +43,7 @@ demo: build
 test: build
 	$(PY) -m pytest -q
 
-# A wheel that holds the extension and gatfast.kernels, installed apart from the
+# A wheel that holds the extension and gatfast.ops.kernels, installed apart from the
 # source tree and imported from elsewhere, so a packaging slip cannot hide.
 wheel: venv
 	rm -rf dist

@@ -1,4 +1,4 @@
-"""Build of gatfast: the Python package, the Triton kernels (as gatfast.kernels) and
+"""Build of gatfast: the Python package (its Triton kernels in gatfast.ops.kernels) and
 the C++ extension gatfast._C (CPU kernels always, CUDA kernels when possible).
 
 Switches (environment):
@@ -12,7 +12,7 @@ import glob
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # torch's CUDA_HOME guess misses the toolkit on machines where nvcc is not on PATH.
 if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
@@ -70,8 +70,7 @@ def extension():
 
 
 setup(
-    packages=["gatfast", "gatfast.attacks", "gatfast.kernels"],
-    package_dir={"gatfast": "gatfast", "gatfast.kernels": "kernels"},
+    packages=find_packages(include=["gatfast", "gatfast.*"]),
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
 )

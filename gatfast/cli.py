@@ -18,10 +18,13 @@ import typing
 from pathlib import Path
 
 from gatfast import train as train_mod
+from gatfast.gat import generators
+from gatfast.ops import backends
+from gatfast.train import config as config_mod
+from gatfast.train import data, methods, models
 
 _HELP = {
-    "dataset": "mnist5k, digits (embedded) or mnist, fashion_mnist, cifar10, cifar100, svhn (from --data-root)",
-    "method": "standard, fgsm_rs, pgd_at, trades or gat",
+    "dataset": "mnist5k and digits are embedded; the others load from --data-root",
     "eps": "perturbation budget in [0, 1] pixel units (e.g. 0.3 for MNIST linf, 8/255 written as 0.0314)",
     "eps_warmup": "epochs over which eps ramps up linearly from 0, for every method",
     "attack_steps": "PGD steps of pgd_at and trades",
@@ -29,7 +32,36 @@ _HELP = {
     "generator_updates": "gat: generator updates per classifier update",
     "latent_dim": "gat: size of the random code fed to the generator (0: none)",
     "eval_pgd_steps": "PGD steps of the final check on the test split (0: skip it)",
+    "device": "auto (a GPU when torch sees one), cpu, cuda or cuda:N",
 }
+
+
+# The choices of a TrainConfig option, from the registries that define them (never a copy).
+_CHOICES = {
+    "dataset": tuple(data.DATASETS),
+    "method": tuple(methods.METHODS),
+    "model": tuple(models.MODELS),
+    "norm": ("linf", "l2"),
+    "amp": config_mod.AMP,
+    "optimizer": config_mod.OPTIMIZERS,
+    "schedule": config_mod.SCHEDULES,
+    "backend": tuple(backends.BACKENDS),
+    "generator_input": generators.INPUTS,
+    "generator_bound": generators.BOUNDS,
+    "generator_resolution": generators.RESOLUTIONS,
+}
+_DEFAULT_WORDS = {"amp": "off", "generator_bound": "the norm", "attack_step_size": "2.5 eps / attack-steps",
+                  "data_root": "none", "train_size": "0: all"}
+
+
+def _help(text: str | None, choices=(), default=dataclasses.MISSING) -> str:
+    """A flag's help: what it does, its choices, and its default."""
+    parts = [text] if text else []
+    if choices:
+        parts.append("one of " + ", ".join(map(str, choices)))
+    if default is not dataclasses.MISSING:
+        parts.append(f"default: {default}")
+    return "; ".join(parts)
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser):
@@ -39,13 +71,14 @@ def _add_config_arguments(parser: argparse.ArgumentParser):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        if kind in (int, float, str):
-            parser.add_argument(flag, type=kind, default=None, help=_HELP.get(f.name))
-        else:  # Optional[...]: float | None, str | None
-            inner = float if float in typing.get_args(kind) else str
-            parser.add_argument(flag, type=inner, default=None, help=_HELP.get(f.name))
+        if kind not in (int, float, str):  # Optional[...]: float | None, str | None
+            kind = float if float in typing.get_args(kind) else str
+        # default=None marks "not given" (resume refuses changed options); the help shows the real default.
+        parser.add_argument(flag, type=kind, default=None,
+                            help=_help(_HELP.get(f.name), _CHOICES.get(f.name),
+                                       _DEFAULT_WORDS.get(f.name, f.default)))
     parser.add_argument("--recipe", default=None,
-                        help=f"a named gat recipe ({', '.join(train_mod.RECIPES)}); explicit options win")
+                        help=_help("a named gat recipe; explicit options win", tuple(train_mod.RECIPES), "none"))
     parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     parser.add_argument("--cuda-graph", action="store_true", help="gat on a GPU: capture the whole step")
     parser.add_argument("--single-pass", action="store_true",
@@ -91,7 +124,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from gatfast import bench
+    from gatfast.bench import step as bench
     if args.iters < 1 or args.warmup < 0:
         raise train_mod.ConfigError("--iters must be >= 1 and --warmup >= 0")
     device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
@@ -106,7 +139,7 @@ def _cmd_bench(args) -> int:
 
 
 def _bench_case(text: str) -> tuple[str, int]:
-    from gatfast import bench
+    from gatfast.bench import step as bench
     model, _, batch = text.partition(":")
     if model not in bench.MODELS or not batch.isdigit() or int(batch) < 1:
         raise train_mod.ConfigError(f"--case must be MODEL:BATCH with MODEL one of {', '.join(bench.MODELS)} "
@@ -115,8 +148,7 @@ def _bench_case(text: str) -> tuple[str, int]:
 
 
 _EVAL_HELP = {
-    "attacks": "comma-separated, from: fgsm, pgd, pgd_margin, apgd_ce, apgd_t, fab_t, square, cw, transfer, "
-               "and autoattack (its four members)",
+    "attacks": "comma-separated; autoattack means its four members",
     "n": "first test images for every attack but CW (default 1000: all of mnist5k's test split)",
     "n_slow": "first test images for CW",
     "n_autoattack": "AutoAttack's members on only the first N images (default: --n); they are the slowest",
@@ -131,21 +163,30 @@ _EVAL_HELP = {
 }
 
 
+def _eval_default(f: dataclasses.Field):
+    if f.name == "attacks":
+        return ",".join(f.default)
+    return {"n_autoattack": "--n", "eps": "the run's", "pgd_step_size": "APGD's adaptive step",
+            "sweep": "eps x (0.25 .. 2) and, for linf, 1", "cw_budget": "by threat model"}.get(f.name, f.default)
+
+
 def _add_eval_arguments(parser: argparse.ArgumentParser, skip=()):
-    from gatfast import evaluate
-    hints = typing.get_type_hints(evaluate.EvalConfig)
-    for f in dataclasses.fields(evaluate.EvalConfig):
+    from gatfast.evaluation import suite
+    hints = typing.get_type_hints(suite.EvalConfig)
+    for f in dataclasses.fields(suite.EvalConfig):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        choices = suite.ATTACKS + tuple(suite.GROUPS) if f.name == "attacks" else ()
+        help_text = _help(_EVAL_HELP.get(f.name), choices, _eval_default(f))
         if kind in (int, float, str):
-            parser.add_argument(flag, type=kind, default=None, help=_EVAL_HELP.get(f.name))
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
         elif f.name in ("attacks", "sweep"):
-            parser.add_argument(flag, default=None, help=_EVAL_HELP.get(f.name))
+            parser.add_argument(flag, default=None, help=help_text)
         else:  # int | None, float | None
             inner = int if int in typing.get_args(kind) else float
-            parser.add_argument(flag, type=inner, default=None, help=_EVAL_HELP.get(f.name))
+            parser.add_argument(flag, type=inner, default=None, help=help_text)
 
 
 def _list(text: str, kind, flag: str) -> tuple:
@@ -156,9 +197,9 @@ def _list(text: str, kind, flag: str) -> tuple:
 
 
 def _eval_config_from(args, skip=()):
-    from gatfast import evaluate
+    from gatfast.evaluation import suite
     values = {}
-    for f in dataclasses.fields(evaluate.EvalConfig):
+    for f in dataclasses.fields(suite.EvalConfig):
         value = None if f.name in skip else getattr(args, f.name, None)
         if value is None:
             continue
@@ -167,28 +208,29 @@ def _eval_config_from(args, skip=()):
         elif f.name == "sweep":
             value = _list(value, float, "--sweep")
         values[f.name] = value
-    return evaluate.EvalConfig(**values)
+    return suite.EvalConfig(**values)
 
 
 def _cmd_eval(args) -> int:
-    from gatfast import evaluate
+    from gatfast.evaluation import suite
     device = str(train_mod.resolve_device(args.device))
-    report = evaluate.evaluate_run(args.run_dir, _eval_config_from(args), surrogate_dir=args.surrogate,
+    report = suite.evaluate_run(args.run_dir, _eval_config_from(args), surrogate_dir=args.surrogate,
                                    device=device, data_root=args.data_root, progress=not args.no_progress,
                                    log=lambda line: print(line, file=sys.stderr, flush=True))
     run = report["run"]
     print(f"\n{run['method']} on {run['dataset']} (seed {run['seed']}), {args.run_dir}")
     print(report["threat_model"])
-    print(evaluate.format_table(report))
+    print(suite.format_table(report))
     print(f"wrote {args.run_dir}/eval.json and eval_eps.png")
     return 0
 
 
+_DEVICE_HELP = _help("auto (a GPU when torch sees one), cpu, cuda or cuda:N", default="auto")
 _SWEEP_TRAIN_OPTIONS = ("epochs", "batch_size", "model", "norm", "lr", "train_size", "amp", "backend", "data_root")
 
 
 def _cmd_sweep(args) -> int:
-    from gatfast import sweep
+    from gatfast.evaluation import sweep
     datasets = _list(args.datasets, str, "--datasets")
     options = {k: getattr(args, k) for k in _SWEEP_TRAIN_OPTIONS if getattr(args, k, None) is not None}
     spec = sweep.SweepSpec(datasets=datasets, methods=_list(args.methods, str, "--methods"),
@@ -203,7 +245,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from gatfast import sweep
+    from gatfast.evaluation import sweep
     result = sweep.report(args.sweep_dir)
     print((Path(args.sweep_dir) / "report.md").read_text())
     print(f"wrote {args.sweep_dir}/report.md, report.json and the plots"
@@ -212,7 +254,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_bench_pgd(args) -> int:
-    from gatfast import bench_pgd
+    from gatfast.bench import attacks as bench_pgd
     if args.steps < 1 or args.rounds < 1:
         raise train_mod.ConfigError("--steps and --rounds must be >= 1")
     bench_pgd.run(args.run, str(train_mod.resolve_device(args.device)), steps=args.steps, rounds=args.rounds, out_dir=args.out)
@@ -221,7 +263,7 @@ def _cmd_bench_pgd(args) -> int:
 
 
 def _cmd_bench_autoattack(args) -> int:
-    from gatfast import bench_pgd
+    from gatfast.bench import attacks as bench_pgd
     if args.n < 1:
         raise train_mod.ConfigError(f"--n must be >= 1, got {args.n}")
     variants = _list(args.variants, str, "--variants")
@@ -247,29 +289,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", help="a run folder written by gatfast train")
     _add_eval_arguments(e)
     e.add_argument("--surrogate", default=None, help="a separately trained run folder for the transfer attack")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help=_DEVICE_HELP)
     e.add_argument("--data-root", default=None, help="where torchvision datasets live (default: the run's)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
     w = sub.add_parser("sweep", help="train and evaluate every dataset x method x seed cell, then report")
-    w.add_argument("--datasets", default="mnist5k,digits")
-    w.add_argument("--methods", default="standard,fgsm_rs,pgd_at,gat")
-    w.add_argument("--seeds", default="0,1,2")
-    w.add_argument("--eps", default="0.3", help="one eps for all datasets, or dataset=eps pairs")
+    w.add_argument("--datasets", default="mnist5k,digits",
+                   help=_help("comma-separated", _CHOICES["dataset"], "mnist5k,digits"))
+    w.add_argument("--methods", default="standard,fgsm_rs,pgd_at,gat",
+                   help=_help("comma-separated", _CHOICES["method"], "standard,fgsm_rs,pgd_at,gat"))
+    w.add_argument("--seeds", default="0,1,2", help=_help("comma-separated integers", default="0,1,2"))
+    w.add_argument("--eps", default="0.3", help=_help("one eps for all datasets, or dataset=eps pairs", default=0.3))
+    config_defaults = {f.name: f.default for f in dataclasses.fields(train_mod.TrainConfig)}
     for name in _SWEEP_TRAIN_OPTIONS:
         w.add_argument("--" + name.replace("_", "-"), type=int if name in ("epochs", "batch_size", "train_size")
-                       else float if name == "lr" else str, default=None)
+                       else float if name == "lr" else str, default=None,
+                       help=_help(_HELP.get(name), _CHOICES.get(name),
+                                  _DEFAULT_WORDS.get(name, config_defaults[name])))
     _add_eval_arguments(w, skip=("eps",))
-    w.add_argument("--device", default="auto")
-    w.add_argument("--no-progress", action="store_true")
+    w.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    w.add_argument("--no-progress", action="store_true", help="no progress bars")
     w.add_argument("--out", required=True, help="the sweep folder (a second run resumes it)")
     w.set_defaults(func=_cmd_sweep)
     bp = sub.add_parser("bench-pgd", help="gatfast PGD against torchattacks PGD over a test set, same budget")
     bp.add_argument("--run", action="append", default=[], help="a run folder whose model to attack (repeatable; "
                     "default: a small CNN trained for 2 epochs without defence)")
-    bp.add_argument("--device", default="auto")
-    bp.add_argument("--steps", type=int, default=40)
-    bp.add_argument("--rounds", type=int, default=3)
+    bp.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    bp.add_argument("--steps", type=int, default=40, help=_help("PGD steps", default=40))
+    bp.add_argument("--rounds", type=int, default=3, help=_help("timed rounds, the two attacks taking turns",
+                                                                default=3))
     bp.add_argument("--out", default="benchmarks/results", help="folder for pgd-<device>.json and .md")
     bp.set_defaults(func=_cmd_bench_pgd)
     ba = sub.add_parser("bench-autoattack", help="AutoAttack standard: gatfast's cascade against torchattacks', "
@@ -277,17 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("run_dir", help="a run folder whose model to attack")
     ba.add_argument("--n", type=int, default=1000, help="first test images (default 1000)")
     ba.add_argument("--variants", default=",".join(("torchattacks", "torchattacks-100", "gatfast")),
-                    help="comma-separated, from: torchattacks (as shipped: 10 steps), torchattacks-100, gatfast")
-    ba.add_argument("--device", default="auto")
+                    help=_help("comma-separated; torchattacks is its wrapper as shipped (10 steps)",
+                               ("torchattacks", "torchattacks-100", "gatfast"), "all three"))
+    ba.add_argument("--device", default="auto", help=_DEVICE_HELP)
     ba.add_argument("--out", default="benchmarks/results", help="folder for autoattack-<device>.json and .md")
     ba.set_defaults(func=_cmd_bench_autoattack)
     r = sub.add_parser("report", help="tables and plots of a (possibly partial) sweep")
     r.add_argument("sweep_dir")
     r.set_defaults(func=_cmd_report)
     b = sub.add_parser("bench", help="GAT step throughput on this machine's device, against the literal step")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--iters", type=int, default=10)
+    b.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    b.add_argument("--warmup", type=int, default=3, help=_help("untimed steps per variant first", default=3))
+    b.add_argument("--iters", type=int, default=10, help=_help("timed steps per variant", default=10))
     b.add_argument("--case", action="append", default=[], metavar="MODEL:BATCH",
                    help="model and batch to time, repeatable (default: small_cnn:256 and preact_resnet18:256 on a "
                         "GPU, small_cnn:128 on the CPU); results go to step-<models>-<device> when given")
@@ -299,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval_error():
-    from gatfast.evaluate import EvalError
+    from gatfast.evaluation.suite import EvalError
     return EvalError
 
 

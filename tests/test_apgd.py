@@ -7,7 +7,9 @@ judges it; on these 300 images gatfast's APGD-T was up to 1.7 points stronger.)"
 import pytest
 import torch
 
-from gatfast import attacks, data, evaluate, train
+from gatfast import attacks, train
+from gatfast.evaluation import suite as evaluate
+from gatfast.train import data
 from gatfast.attacks import apgd
 from gatfast.train import TrainConfig
 

@@ -28,7 +28,7 @@ def digits_surrogate(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_test():
-    from gatfast import data
+    from gatfast.train import data
     x, y = data.load_dataset("digits").test.tensors
     return x, y
 
@@ -135,7 +135,7 @@ def test_cw_reports_accuracy_at_the_budget(digits_model, digits_test):
 
 
 def test_undefended_mnist_model_is_broken(tmp_path_factory):
-    from gatfast import data
+    from gatfast.train import data
     model = _train(tmp_path_factory, dataset="mnist5k", method="standard", epochs=1, train_size=2000)
     x, y = data.load_dataset("mnist5k").test.tensors
     x, y = x[:200], y[:200]

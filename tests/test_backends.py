@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import gatfast
-from gatfast import backends
+from gatfast.ops import backends
 
 
 def _run(code, **env):

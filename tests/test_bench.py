@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from gatfast import bench, cli
+from gatfast import cli
+from gatfast.bench import step as bench
 
 
 def test_bench_writes_a_table_with_ratios(tmp_path):
@@ -45,7 +46,9 @@ def test_bench_rejects_bad_arguments(capsys):
 
 def test_bench_pgd_times_both_attacks_on_a_run(tmp_path):
     pytest.importorskip("torchattacks")
-    from gatfast import bench_pgd, data, train
+    from gatfast import train
+    from gatfast.bench import attacks as bench_pgd
+    from gatfast.train import data
     run_dir = tmp_path / "run"
     train.train(train.TrainConfig(dataset="digits", method="standard", epochs=3, batch_size=64, eps=0.1,
                                   eval_pgd_steps=0, progress=False), run_dir, log=lambda *_: None)
@@ -88,7 +91,8 @@ def test_torchattacks_autoattack_at_100_steps_is_built_from_public_classes():
     """The torchattacks-100 variant: torchattacks' own four members, APGD, APGD-T and FAB-T
     at 100 steps, Square at 5,000 queries, in its MultiAttack cascade."""
     torchattacks = pytest.importorskip("torchattacks")
-    from gatfast import bench_pgd, models
+    from gatfast.bench import attacks as bench_pgd
+    from gatfast.train import models
     model = models.SmallCNN()
     aa = bench_pgd._torchattacks_autoattack(model, 0.3, "linf", 10, 100)
     assert isinstance(aa, torchattacks.MultiAttack)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gatfast import data
+from gatfast.train import data
 
 
 @pytest.mark.parametrize("name,n_train,n_test,shape", [("mnist5k", 4000, 1000, (1, 28, 28)),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gatfast import data
+from gatfast.train import data
 
 pytest.importorskip("torchvision")
 

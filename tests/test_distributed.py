@@ -10,7 +10,8 @@ import textwrap
 
 import torch
 
-from gatfast import checkpoint, train
+from gatfast import train
+from gatfast.train import runs as checkpoint
 from gatfast.train import TrainConfig
 
 # Run by each process: train, then gather every rank's live parameters and buffers on

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from gatfast import cli, evaluate, train
+from gatfast import cli, train
+from gatfast.evaluation import suite as evaluate
 from gatfast.train import TrainConfig
 
 FAST = dict(n=120, n_slow=40, pgd_steps=10, check_factor=3, sweep=(0.0, 0.05, 0.1, 0.2, 1.0), sweep_steps=10,
@@ -34,7 +35,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_test():
-    from gatfast import data
+    from gatfast.train import data
     return data.load_dataset("digits").test.tensors
 
 

@@ -13,7 +13,7 @@ GPU_BACKENDS = ["cuda", "triton"]
 
 
 def test_opcheck_triton_ops():
-    from gatfast.kernels import ops as k
+    from gatfast.ops.kernels import ops as k
 
     x = torch.rand(3, 2, 5, device="cuda")
     delta = (torch.randn(3, 2, 5, device="cuda") * 0.5).requires_grad_()
@@ -110,9 +110,9 @@ def test_captured_gat_step_equals_the_uncaptured_one():
     replay with new batches copied into the static buffers; the updates equal eager ones."""
     import copy
 
-    from gatfast.generators import PerturbationGenerator
-    from gatfast.models import SmallCNN
-    from gatfast.step import GATStep
+    from gatfast.gat.generators import PerturbationGenerator
+    from gatfast.train.models import SmallCNN
+    from gatfast.gat.step import GATStep
 
     torch.manual_seed(0)
     clf, gen = SmallCNN().cuda(), PerturbationGenerator(1, 0.3, input="image+grad", width=8, blocks=1).cuda()

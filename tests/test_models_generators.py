@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from gatfast import generators, models
-from gatfast.generators import PerturbationGenerator
+from gatfast.gat import generators
+from gatfast.gat.generators import PerturbationGenerator
+from gatfast.train import models
 
 
 @pytest.mark.parametrize(

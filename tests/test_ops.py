@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gatfast
-from gatfast import reference
+from gatfast.ops import reference
 from helpers import GRAD_TOL, close, images, non_contiguous
 from conftest import all_cases
 

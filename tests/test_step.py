@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import gatfast
-from gatfast import generators, reference
-from gatfast.generators import PerturbationGenerator
-from gatfast.step import GATStep
+from gatfast.gat import generators, reference
+from gatfast.gat.generators import PerturbationGenerator
+from gatfast.gat.step import GATStep
 from conftest import cpu_backends
 
 EPS = 0.3
@@ -260,8 +260,8 @@ def test_bad_step_configuration():
         GATStep(clf, gen, *opts, eps=EPS, generator_steps=0)
     with pytest.raises(TypeError, match="generator_updates must be an int"):
         GATStep(clf, gen, *opts, eps=EPS, generator_updates=1.5)
-    with pytest.raises(TypeError, match="generator must be a gatfast.generators.PerturbationGenerator"):
-        GATStep(clf, nn.Linear(2, 2), *opts, eps=EPS)
+    with pytest.raises(TypeError, match="generator must be a torch.nn.Module"):
+        GATStep(clf, lambda x, g: g, *opts, eps=EPS)
     step = GATStep(clf, gen, *opts, eps=EPS)
     with pytest.raises(ValueError, match="y must be int64 class labels of shape"):
         step.step(batch()[0], torch.zeros(6))

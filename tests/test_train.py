@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from gatfast import checkpoint, cli, methods, train
+from gatfast import cli, train
+from gatfast.train import methods
+from gatfast.train import runs as checkpoint
 from gatfast.train import ConfigError, TrainConfig
 
 
@@ -123,7 +125,7 @@ def test_load_run_gives_the_trained_models(tmp_path):
     summary = train.train(small(method="gat"), tmp_path, log=lambda *_: None)
     run = train.load_run(tmp_path)
     assert not run.classifier.training and run.generator is not None and run.config.method == "gat"
-    from gatfast import data
+    from gatfast.train import data
     x, y = data.load_dataset("digits").test.tensors
     assert train.accuracy(run.classifier, x, y) == summary["robustness"]["clean"]
     with pytest.raises(ConfigError, match="not a gatfast run folder"):

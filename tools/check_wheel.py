@@ -11,7 +11,7 @@ import gatfast  # noqa: E402
 
 where = os.path.realpath(gatfast.__file__)
 assert where.startswith(folder), f"gatfast was imported from {where}, not from the wheel in {folder}"
-assert os.path.exists(os.path.join(folder, "gatfast", "kernels", "ops.py")), "gatfast.kernels missing from the wheel"
+assert os.path.exists(os.path.join(folder, "gatfast", "ops", "kernels", "ops.py")), "gatfast.ops.kernels missing from the wheel"
 info = gatfast.build_info()
 assert info["extension"] == "built", info
 x = torch.rand(4, 10)

@@ -21,9 +21,9 @@ import time
 
 
 def _kernels():
-    from gatfast.kernels.loss import clean_adv_loss_kernel
-    from gatfast.kernels.perturb import perturb_bwd_kernel, perturb_fwd_kernel
-    from gatfast.kernels.pgd import pgd_step_kernel
+    from gatfast.ops.kernels.loss import clean_adv_loss_kernel
+    from gatfast.ops.kernels.perturb import perturb_bwd_kernel, perturb_fwd_kernel
+    from gatfast.ops.kernels.pgd import pgd_step_kernel
 
     # (kernel, argument types with T for the storage dtype, switches and their values)
     return [

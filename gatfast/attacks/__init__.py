@@ -19,7 +19,7 @@ from gatfast.attacks.autoattack import AutoAttack
 from gatfast.attacks.external import FAB, Square
 from gatfast.attacks.gradient import FGSM, PGD, pgd
 from gatfast.attacks.transfer import Transfer
-from gatfast.reference import random_start
+from gatfast.ops.ball import random_start
 
 __all__ = ["APGD", "Attack", "AutoAttack", "CW", "FAB", "FGSM", "PGD", "Square", "Transfer", "evaluating", "frozen",
            "margin_loss", "pgd", "random_start"]

@@ -29,7 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gatfast import _checks, ops
+from gatfast import ops
+from gatfast.ops import checks as _checks
 from gatfast.attacks.base import Attack, margin_loss
 
 LOSSES = ("ce", "dlr", "margin")
@@ -85,7 +86,7 @@ class APGD(Attack):
         self.amp = _checks.amp(amp)
         self.seed = int(seed)
         self.name = "APGD-T" if self.targets else f"APGD-{loss.upper()}"
-        self._generator = None
+        self._rng = None
 
     def describe(self):
         what = (f"targeted DLR loss against the {self.targets} most likely wrong classes" if self.targets
@@ -94,7 +95,7 @@ class APGD(Attack):
                 f"{self.restarts} restart{'s' if self.restarts > 1 else ''}, {what}, white box)")
 
     def __call__(self, images, labels):
-        self._generator = torch.Generator(images.device).manual_seed(self.seed)
+        self._rng = torch.Generator(images.device).manual_seed(self.seed)
         return super().__call__(images, labels)
 
     # ---- one run --------------------------------------------------------------------------
@@ -106,10 +107,10 @@ class APGD(Attack):
             return x0.clone()
         rows = (-1,) + (1,) * (x0.dim() - 1)
         if self.norm == "linf":
-            t = 2 * torch.rand(x0.shape, generator=self._generator, device=x0.device, dtype=x0.dtype) - 1
+            t = 2 * torch.rand(x0.shape, generator=self._rng, device=x0.device, dtype=x0.dtype) - 1
             scale = t.flatten(1).abs().amax(1).clamp_min(1e-12)
         else:
-            t = torch.randn(x0.shape, generator=self._generator, device=x0.device, dtype=x0.dtype)
+            t = torch.randn(x0.shape, generator=self._rng, device=x0.device, dtype=x0.dtype)
             scale = t.flatten(1).norm(dim=1).clamp_min(1e-12)
         return (x0 + self.eps * t / scale.view(rows)).clamp(0, 1)
 
@@ -121,7 +122,7 @@ class APGD(Attack):
 
     def _loss_and_grad(self, x, y, target):
         x = x.detach().requires_grad_(True)
-        from gatfast.step import autocast
+        from gatfast.ops.amp import autocast
         with torch.enable_grad():
             with autocast(self.amp, x.device):
                 logits = self.model(x).float()

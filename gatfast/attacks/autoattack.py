@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from gatfast import _checks
+from gatfast.ops import checks as _checks
 from gatfast.attacks.apgd import APGD
 from gatfast.attacks.base import Attack, check_batch, correct
 from gatfast.attacks.external import FAB, Square

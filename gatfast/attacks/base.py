@@ -8,7 +8,7 @@ import itertools
 
 import torch
 
-from gatfast import _checks
+from gatfast.ops import checks as _checks
 
 
 @contextlib.contextmanager

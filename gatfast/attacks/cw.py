@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from gatfast import _checks
+from gatfast.ops import checks as _checks
 from gatfast.attacks.base import Attack, margin_loss
 
 

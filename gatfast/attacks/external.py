@@ -5,7 +5,7 @@ AutoAttack (autoattack.py), with AutoAttack's settings as defaults."""
 
 from __future__ import annotations
 
-from gatfast import _checks
+from gatfast.ops import checks as _checks
 from gatfast.attacks.base import Attack
 
 TORCHATTACKS_VERSION = "3.5.1"

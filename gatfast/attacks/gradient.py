@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gatfast import _checks, ops
+from gatfast import ops
+from gatfast.ops import checks as _checks
 from gatfast.attacks.base import Attack, check_eps, frozen, margin_loss
-from gatfast.reference import random_start
+from gatfast.ops.ball import random_start
 
 LOSSES = ("ce", "margin")
 
@@ -32,7 +33,7 @@ def _default_step(eps: float, steps: int) -> float:
 
 def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
         step_size: float | None = None, random_init: bool = True, loss: str = "ce",
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        rng: torch.Generator | None = None) -> torch.Tensor:
     """Projected gradient ascent on `loss` ("ce" or "margin") within the eps-ball around x
     and the [0, 1] box; returns the last iterate. step_size defaults to 2.5 * eps / steps.
     The model's mode is left as it is (training methods attack the model in training
@@ -44,7 +45,7 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "lin
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     step_size = _default_step(eps, steps) if step_size is None else _checks.positive(step_size, "step_size")
     x0 = x.detach()
-    x_adv = random_start(x0, eps, norm, generator) if random_init else x0.clone()
+    x_adv = random_start(x0, eps, norm, rng) if random_init else x0.clone()
     with frozen(model):
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -91,7 +92,7 @@ class PGD(Attack):
         self.seed = int(seed)
         self.name = f"PGD-{self.steps}" + ("" if loss == "ce" else "-margin") + \
                     ("" if self.restarts == 1 else f"x{self.restarts}")
-        self._generator = None
+        self._rng = None
         self._adaptive = None
         if self.step_size is None:
             from gatfast.attacks.apgd import APGD
@@ -109,17 +110,17 @@ class PGD(Attack):
         if self._adaptive is not None:  # APGD's schedule: APGD itself, with this attack's seed and settings
             self._adaptive.progress = self.progress
             return self._adaptive(images, labels)
-        self._generator = torch.Generator(images.device).manual_seed(self.seed)
+        self._rng = torch.Generator(images.device).manual_seed(self.seed)
         return super().__call__(images, labels)
 
     def _logits(self, x):
-        from gatfast.step import autocast
+        from gatfast.ops.amp import autocast
         with autocast(self.amp, x.device):
             return self.model(x).float()
 
     def _run(self, x0, y, best, best_margin, todo):
         """One restart on the samples `todo`, updating best / best_margin in place."""
-        x_adv = random_start(x0[todo], self.eps, self.norm, self._generator) if self.random_start \
+        x_adv = random_start(x0[todo], self.eps, self.norm, self._rng) if self.random_start \
             else x0[todo].clone()
         for t in range(self.steps + 1):
             last = t == self.steps

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from gatfast import _checks
+from gatfast.ops import checks as _checks
 from gatfast.attacks.base import Attack, evaluating
 from gatfast.attacks.gradient import _default_step, pgd
 
@@ -36,10 +36,10 @@ class Transfer(Attack):
                 f"eps {self.eps:g}; black box for the target)")
 
     def __call__(self, images, labels):
-        self._generator = torch.Generator(images.device).manual_seed(self.seed)
+        self._rng = torch.Generator(images.device).manual_seed(self.seed)
         return super().__call__(images, labels)
 
     def _attack(self, x, y):
         with evaluating(self.surrogate):
             return pgd(self.surrogate, x, y, eps=self.eps, norm=self.norm, steps=self.steps,
-                       step_size=self.step_size, loss=self.loss, generator=self._generator)
+                       step_size=self.step_size, loss=self.loss, rng=self._rng)

@@ -15,7 +15,9 @@ import json
 import statistics
 from pathlib import Path
 
-from gatfast import checkpoint, evaluate, plots, train
+from gatfast import train
+from gatfast.evaluation import plots, suite
+from gatfast.train import runs
 
 
 @dataclasses.dataclass
@@ -25,7 +27,7 @@ class SweepSpec:
     seeds: tuple
     eps: dict                       # dataset -> eps
     train_options: dict             # extra TrainConfig fields for every cell
-    eval_config: evaluate.EvalConfig
+    eval_config: suite.EvalConfig
 
     def cells(self):
         for d in self.datasets:
@@ -77,7 +79,7 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> Non
     validate(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / "sweep.json", {"datasets": list(spec.datasets), "methods": list(spec.methods),
+    runs.write_json(out / "sweep.json", {"datasets": list(spec.datasets), "methods": list(spec.methods),
                                                "seeds": list(spec.seeds), "eps": spec.eps,
                                                "train_options": spec.train_options,
                                                "eval": dataclasses.asdict(spec.eval_config)})
@@ -102,7 +104,7 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> Non
         if len(spec.seeds) > 1:
             other = spec.seeds[(spec.seeds.index(s) + 1) % len(spec.seeds)]
             surrogate = cell_dir(out, d, m, other)
-        report = evaluate.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=resolved,
+        report = suite.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=resolved,
                                        progress=progress, log=log)
         failed = [c["name"] for c in report["checks"] if c["passed"] is False]
         if failed:
@@ -182,7 +184,7 @@ def report(out) -> dict:
                 "failed_checks": failed,
             })
     result = {"rows": rows, "missing": found["missing"], "spec": spec}
-    checkpoint.write_json(out / "report.json", result)
+    runs.write_json(out / "report.json", result)
     _plots(rows, out)
     (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec))
     (out / ".report.md.tmp").replace(out / "report.md")

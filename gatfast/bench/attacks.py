@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from gatfast import attacks, bench, data, train
+from gatfast import attacks, train
+from gatfast.bench.timing import provenance, save
+from gatfast.train import data
 
 
 def _standard_model(device, log):
@@ -77,7 +79,7 @@ def run(run_dirs=(), device=None, steps=40, rounds=3, out_dir="benchmarks/result
         log(f"{label}: torchattacks {result['seconds']['torchattacks']:.1f} s (robust "
             f"{result['accuracy']['torchattacks']:.1%}), gatfast {result['seconds']['gatfast']:.1f} s (robust "
             f"{result['accuracy']['gatfast']:.1%}): {result['speedup']:.2f}x")
-    out = {**bench.provenance(device), "rounds": rounds, "statistic": "median over rounds, the two taking turns",
+    out = {**provenance(device), "rounds": rounds, "statistic": "median over rounds, the two taking turns",
            "rows": rows}
     if out_dir:
         _write(out, Path(out_dir), device)
@@ -96,7 +98,7 @@ def _write(result, out_dir: Path, device):
         lines.append(f"| {r['model']} | {r['images']} | {r['eps']:g} {r['norm']} | {r['steps']} | {r['clean']:.1%} | "
                      f"{s['torchattacks']:.1f} ({a['torchattacks']:.1%}) | {s['gatfast']:.1f} ({a['gatfast']:.1%}) | "
                      f"{r['speedup']:.2f}x |")
-    bench.save(result, lines, out_dir, "pgd", device)
+    save(result, lines, out_dir, "pgd", device)
 
 
 # ---- AutoAttack: gatfast's cascade against torchattacks' -----------------------------------
@@ -162,7 +164,7 @@ def run_autoattack(run_dir, device=None, n=1000, variants=AUTOATTACK_VARIANTS, o
     log(f"{label}: AutoAttack standard on {len(y)} test images, eps {r.config.eps:g} {r.config.norm}")
     result = compare_autoattack(r.classifier, x, y, eps=r.config.eps, norm=r.config.norm,
                                 n_classes=ds.num_classes, variants=variants, log=log)
-    out = {**bench.provenance(device), "model": label, "images": len(y), "eps": r.config.eps, "norm": r.config.norm,
+    out = {**provenance(device), "model": label, "images": len(y), "eps": r.config.eps, "norm": r.config.norm,
            "clean": train.accuracy(r.classifier, x, y), "variants": result}
     if out_dir:
         lines = [f"# AutoAttack standard on {out['device']}", "",
@@ -177,5 +179,5 @@ def run_autoattack(run_dir, device=None, n=1000, variants=AUTOATTACK_VARIANTS, o
                  "and Square).", "",
                  "| variant | robust accuracy | seconds |", "|---|---|---|"]
         lines += [f"| {k} | {v['accuracy']:.1%} | {v['seconds']:.0f} |" for k, v in result.items()]
-        bench.save(out, lines, Path(out_dir), "autoattack", device)
+        save(out, lines, Path(out_dir), "autoattack", device)
     return out

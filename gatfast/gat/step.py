@@ -1,6 +1,6 @@
 """GATStep: one fused generator-defender update of the Generative Adversarial Trainer.
 
-Math (DESIGN.md, "The fused GAT step"), with classifier C, generator G and batch (x, y):
+Math, with classifier C, generator G and batch (x, y):
   g     = d CE(C(x), y) / dx
   x_adv = perturb(x, G(x, g), eps, norm)
   L_C   = alpha * CE(C(x), y) + (1 - alpha) * CE(C(x_adv), y)
@@ -55,27 +55,31 @@ with capturable=True, or SGD), a fixed batch shape, no step_guard, and not amp="
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatfast import _checks, ops, reference
-from gatfast.reference import trainable_parameters as _params
-from gatfast.generators import PerturbationGenerator
+from gatfast import ops
+from gatfast.gat.update import Update
+from gatfast.gat.update import trainable_parameters as _params
+from gatfast.ops import checks as _checks
+from gatfast.ops.amp import autocast
+from gatfast.ops.amp import full_precision as _full_precision
+from gatfast.ops.ball import random_start
 
 
-def _full_precision(t: torch.Tensor) -> torch.Tensor:
-    """Autocast's half-precision logits as float32 for the loss; float32/float64 as they are."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+def reads_gradient(generator: nn.Module) -> bool:
+    """Whether G is called as G(x, grad) (the default for a module that does not say) or
+    as G(x): gatfast's PerturbationGenerator answers by its input, your own module by a
+    `reads_gradient` attribute."""
+    return bool(getattr(generator, "reads_gradient", True))
 
 
-def autocast(amp: str | None, device: torch.device):
-    """The autocast context of an amp setting (None: a no-op), shared by GATStep and the methods."""
-    if amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+def generator_bound(generator: nn.Module, norm: str) -> str:
+    """The bound G's output already respects: PerturbationGenerator's `bound`; a module of
+    your own is taken as bounding nothing, and the step projects its output onto the
+    eps-ball of `norm` (perturb)."""
+    return getattr(generator, "bound", norm)
 
 
 class GATStep:
@@ -83,19 +87,21 @@ class GATStep:
     tensors (no host synchronisation): loss_classifier, loss_generator, acc_clean,
     acc_adv, perturbation_norm (mean L2 norm of x_adv - x)."""
 
-    def __init__(self, classifier: nn.Module, generator: PerturbationGenerator, opt_classifier, opt_generator, *,
+    def __init__(self, classifier: nn.Module, generator: nn.Module, opt_classifier, opt_generator, *,
                  eps: float, norm: str = "linf", alpha: float = 0.5, c_g: float = 0.0,
                  generator_steps: int = 1, generator_updates: int = 1, amp: str | None = None,
                  grad_scaler: torch.amp.GradScaler | None = None, cuda_graph: bool = False,
                  random_init: bool = False, single_pass: bool = False):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
-        if not isinstance(generator, PerturbationGenerator):
-            raise TypeError(f"generator must be a gatfast.generators.PerturbationGenerator, got {type(generator).__name__}")
+        if not isinstance(generator, nn.Module):
+            raise TypeError(f"generator must be a torch.nn.Module (gatfast.PerturbationGenerator or your own), "
+                            f"got {type(generator).__name__}")
         self.eps = _checks.positive(eps, "eps")
         self.norm = _checks.norm(norm, allow_none=False)
-        if generator.bound in ("linf", "l2") and generator.bound != self.norm:
-            raise ValueError(f"norm {self.norm!r} does not match the generator's bound {generator.bound!r}")
+        bound = generator_bound(generator, self.norm)
+        if bound in ("linf", "l2") and bound != self.norm:
+            raise ValueError(f"norm {self.norm!r} does not match the generator's bound {bound!r}")
         self.alpha = _checks.alpha(alpha)
         self.c_g = _checks.finite(c_g, "c_g")
         if self.c_g < 0:
@@ -104,28 +110,21 @@ class GATStep:
         self.generator_updates = _checks.count(generator_updates, "generator_updates")
         self.random_init = bool(random_init)
         self.single_pass = bool(single_pass)
-        if self.single_pass and generator.reads_gradient:
-            raise ValueError(f"single_pass=True needs a generator with input='image' (x_adv must exist before the "
-                             f"classifier's forward); this one reads {generator.input!r}")
+        self.reads_gradient = reads_gradient(generator)
+        if self.single_pass and self.reads_gradient:
+            raise ValueError("single_pass=True needs a generator with input='image' (or, for your own generator, "
+                             "reads_gradient = False): x_adv must exist before the classifier's forward")
         if self.single_pass and self.alpha == 1:
             raise ValueError("single_pass=True needs alpha < 1: with alpha = 1 the classifier has no adversarial "
                              "term to share a pass with")
         self.classifier, self.generator = classifier, generator
         self.opt_classifier, self.opt_generator = opt_classifier, opt_generator
         # The penalty bound is the paper's soft one: no projection, the box clamp only.
-        self._perturb_norm = None if generator.bound == "penalty" else self.norm
-        _checks.amp(amp)
-        if grad_scaler is not None and amp != "fp16":
-            raise ValueError("grad_scaler is for amp='fp16' only")
+        self._perturb_norm = None if bound == "penalty" else self.norm
+        # AMP's loss scaling, the optimiser step, and a training engine's step_guard and
+        # gradient_hook (gatfast.gat.update), shared with the method that wraps this step.
+        self.update = Update(amp, grad_scaler)
         self.amp = amp
-        self.grad_scaler = grad_scaler  # made on the first fp16 step, for the batch's device
-        # Set by a training engine, None for plain use (no host synchronisation then):
-        # step_guard(finite: 0-dim bool tensor) -> bool decides whether the optimisers
-        # step (gatfast.train skips non-finite steps); gradient_hook() runs once the
-        # gradients sit in .grad, before the optimisers (gatfast.train averages them
-        # across processes there).
-        self.step_guard = None
-        self.gradient_hook = None
         self.cuda_graph = bool(cuda_graph)
         if self.cuda_graph:
             if amp == "fp16":
@@ -138,19 +137,38 @@ class GATStep:
         self._graph = None
         self._calls = 0
 
+    @property
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        return self.update.grad_scaler
+
+    @property
+    def step_guard(self):
+        return self.update.step_guard
+
+    @step_guard.setter
+    def step_guard(self, guard):
+        self.update.step_guard = guard
+
+    @property
+    def gradient_hook(self):
+        return self.update.gradient_hook
+
+    @gradient_hook.setter
+    def gradient_hook(self, hook):
+        self.update.gradient_hook = hook
+
     def _autocast(self, device: torch.device):
         return autocast(self.amp, device)
 
     def _scale(self, loss: torch.Tensor) -> torch.Tensor:
-        return loss if self.amp != "fp16" else self.grad_scaler.scale(loss)
+        return self.update.scale(loss)
 
     def _check_batch(self, x, y):
         _checks.tensor(x, "x")
         if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != x.shape[:1]:
             raise ValueError(f"y must be int64 class labels of shape ({x.shape[0]},), got "
                              f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
-        if self.amp == "fp16" and self.grad_scaler is None:
-            self.grad_scaler = torch.amp.GradScaler(x.device.type)
+        self.update.prepare(x.device)
 
     def _input_gradient(self, x_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """d CE(C(x_t), y) / d x_t, a constant for everything downstream (input-only backward)."""
@@ -163,17 +181,24 @@ class GATStep:
     def _adversarial(self, x0: torch.Tensor, y: torch.Tensor, g: torch.Tensor, grad_scale: float):
         """x_adv and its squared distance to x0 after generator_steps applications of G,
         differentiable in G's parameters; only the last perturb carries grad_scale."""
-        x_t = reference.random_start(x0, self.eps, self._perturb_norm or "linf") if self.random_init else x0
+        x_t = random_start(x0, self.eps, self._perturb_norm or "linf") if self.random_init else x0
         for t in range(self.generator_steps):
-            if t > 0 and self.generator.reads_gradient:
+            if t > 0 and self.reads_gradient:
                 g = self._input_gradient(x_t, y)
             with self._autocast(x0.device):
-                grad = None if g is None else g.detach()
-                delta = self.generator(x_t, grad).to(x0.dtype)  # perturb in the input's dtype
+                delta = self._delta(x_t, g)
             total = delta if x_t is x0 else (x_t - x0) + delta
             if t == self.generator_steps - 1:
                 return ops.perturb_with_norm(x0, total, self.eps, self._perturb_norm, grad_scale=grad_scale)
             x_t = ops.perturb(x0, total, self.eps, self._perturb_norm)
+
+    def _delta(self, x_t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        """G's perturbation at x_t, in the input's dtype (perturb runs in it)."""
+        delta = self.generator(x_t, g.detach()) if self.reads_gradient else self.generator(x_t)
+        if not isinstance(delta, torch.Tensor) or delta.shape != x_t.shape:
+            raise ValueError(f"the generator must return a perturbation of the input's shape {tuple(x_t.shape)}, "
+                             f"got {tuple(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__}")
+        return delta.to(x_t.dtype)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor):
         """The step's gradients (classifier, generator) and metrics, without stepping.
@@ -187,7 +212,7 @@ class GATStep:
 
         # Pass 1: C's clean-term gradients and the input gradient, from one backward (a
         # generator that reads the image alone needs no input gradient).
-        need_g = self.generator.reads_gradient
+        need_g = self.reads_gradient
         x_in = x.detach().requires_grad_(need_g)
         with self._autocast(x.device):
             logits_clean = C(x_in)
@@ -254,32 +279,13 @@ class GATStep:
         self._check_batch(x, y)
         y = y.long()
         x0 = x.detach()
-        g = self._input_gradient(x0, y) if self.generator.reads_gradient else None
+        g = self._input_gradient(x0, y) if self.reads_gradient else None
         x_adv, sq_norm = self._adversarial(x0, y, g, 1.0)
         with self._autocast(x.device):
             logits_adv = self.classifier(x_adv)
         loss_g = -F.cross_entropy(_full_precision(logits_adv), y) + self.c_g * sq_norm.mean()
         grads = list(torch.autograd.grad(self._scale(loss_g), _params(self.generator), allow_unused=True))
         return grads, loss_g.detach()
-
-    def _apply(self, pairs, losses):
-        if self.step_guard is not None and not self.step_guard(torch.stack([l.isfinite() for l in losses]).all()):
-            return False
-        for module, grads, _ in pairs:
-            for p, grad in zip(_params(module), grads):
-                p.grad = grad
-        if self.gradient_hook is not None:
-            self.gradient_hook()
-        if self.amp == "fp16":  # unscale, skip the optimisers on inf/NaN, adjust the scale
-            for _, _, opt in pairs:
-                self.grad_scaler.step(opt)
-            self.grad_scaler.update()
-        else:
-            for _, _, opt in pairs:
-                opt.step()
-        for _, _, opt in pairs:
-            opt.zero_grad(set_to_none=True)
-        return True
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """generator_updates - 1 generator-only updates, then one simultaneous update of
@@ -323,11 +329,10 @@ class GATStep:
     def _eager_step(self, x, y):
         for _ in range(self.generator_updates - 1):
             grads_g, loss_g = self.generator_gradients(x, y)
-            self._apply([(self.generator, grads_g, self.opt_generator)], [loss_g])
+            self.update.apply([(self.generator, grads_g, self.opt_generator)], [loss_g])
         grads_c, grads_g, metrics = self.gradients(x, y)
-        applied = self._apply([(self.classifier, grads_c, self.opt_classifier),
+        applied = self.update.apply([(self.classifier, grads_c, self.opt_classifier),
                                (self.generator, grads_g, self.opt_generator)],
                               [metrics["loss_classifier"], metrics["loss_generator"]])
-        if self.step_guard is not None:
-            metrics["skipped"] = torch.tensor(0.0 if applied else 1.0, device=x.device)
+        metrics.update(self.update.skipped(applied, x.device))
         return metrics

@@ -22,10 +22,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from gatfast import _checks, ops
+from gatfast import ops
+from gatfast.ops import checks as _checks
 
 INPUTS = ("grad", "image", "image+grad")
 BOUNDS = ("linf", "l2", "penalty")
+RESOLUTIONS = ("full", "half")
 
 
 def normalize_per_sample(g: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,7 @@ class PerturbationGenerator(nn.Module):
         self.eps = _checks.positive(eps, "eps")
         self.bound, self.input, self.in_channels = bound, input, in_channels
         channels_in = in_channels * (2 if input == "image+grad" else 1) + self.latent_dim
-        if resolution not in ("full", "half"):
+        if resolution not in RESOLUTIONS:
             raise ValueError(f"resolution must be 'full' or 'half', got {resolution!r}")
         self.resolution = resolution
         half = resolution == "half"

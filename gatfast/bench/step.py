@@ -2,7 +2,7 @@
 same run so the ratios compare like with like.
 
 Variants (all the same one-step GAT algorithm, generator input "image+grad"):
-  literal          gatfast.reference.gat_step_literal: alternating updates, ~4 fwd + 3 bwd
+  literal          gatfast.gat.reference.gat_step_literal: alternating updates, ~4 fwd + 3 bwd
   literal+compile  torch.compile of the literal step
   fused-eager      GATStep with the plain-PyTorch `torch` backend: 2 fwd + 2 bwd, no custom op
   gatstep          GATStep with gatfast's ops (backend auto)
@@ -19,18 +19,15 @@ and .md. Ratios are against `literal` of the same model and batch.
 
 from __future__ import annotations
 
-import datetime
-import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-import gatfast
-from gatfast import models, reference
-from gatfast.generators import PerturbationGenerator
-from gatfast.step import GATStep
+from gatfast.bench.timing import provenance, save
+from gatfast.gat import GATStep, PerturbationGenerator, reference
+from gatfast.ops import backends
+from gatfast.train import models
 
 EPS = 0.3
 MODELS = ("small_cnn", "preact_resnet18")
@@ -69,7 +66,7 @@ def _variants(model, device, cuda):
                            cuda_graph=graph, single_pass=single_pass)
 
             def run(x, y):
-                with gatfast.use_backend(backend):
+                with backends.use_backend(backend):
                     return step.step(x, y)
             return run, shape
         return make
@@ -147,39 +144,6 @@ def run(device: str | None = None, cases=None, warmup: int = 3, iters: int = 10,
     if out_dir:
         _write(result, Path(out_dir), device, stem)
     return result
-
-
-def provenance(device) -> dict:
-    """What a benchmark result must say about where and when it was measured."""
-    return {"date": datetime.date.today().isoformat(), "device": _device_name(device), "torch": torch.__version__,
-            "gatfast": gatfast.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "build": gatfast.build_info()}
-
-
-def save(result: dict, markdown: list[str], out_dir: Path, stem: str, device) -> None:
-    """OUT_DIR/STEM-<cpu|gpu>.json (the result) and .md (the table)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tag = "gpu" if device.type == "cuda" else "cpu"
-    (out_dir / f"{stem}-{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / f"{stem}-{tag}.md").write_text("\n".join(markdown) + "\n")
-
-
-def _device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({_cpu_model()}, {torch.get_num_threads()} threads)"
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), else the architecture: CPU timings differ by model
-    (e.g. bf16 is fast only where the CPU has bf16 instructions)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _write(result, out_dir: Path, device, stem="step"):

@@ -52,7 +52,7 @@ def _load_extension() -> str | None:
         from gatfast import _C  # noqa: F401
     except ImportError as e:
         return str(e)
-    from gatfast import _cpp_ops  # noqa: F401  (fake impls and autograd of those ops)
+    from gatfast.ops import _cpp_ops  # noqa: F401  (fake impls and autograd of those ops)
 
     return None
 

@@ -1,10 +1,10 @@
-"""The `triton` backend: the Triton ops of gatfast.kernels with autograd (shared
+"""The `triton` backend: the Triton ops of gatfast.ops.kernels with autograd (shared
 with the C++ ops) registered on them. Imported only when that backend is used."""
 
 from __future__ import annotations
 
-from gatfast import _autograd
-from gatfast.kernels import ops as _k
+from gatfast.ops import _autograd
+from gatfast.ops.kernels import ops as _k
 
 _autograd.register_perturb_autograd(_k.perturb_fwd, _k.perturb_bwd)
 _autograd.register_loss_autograd(_k.clean_adv_loss_fwd)

@@ -1,5 +1,5 @@
 """Training methods on one engine. Each method owns one training update, `step(x, y)`,
-returning 0-dim device tensors (no host synchronisation); the engine (gatfast.train)
+returning 0-dim device tensors (no host synchronisation); the engine (gatfast.train.engine)
 gives every method the same data, model, optimiser and schedule, so comparisons are fair.
 
 - standard: cross-entropy on clean inputs.
@@ -11,7 +11,7 @@ gives every method the same data, model, optimiser and schedule, so comparisons 
             alone (Madry et al., 2018).
 - trades:   CE(clean) + beta * KL(C(x) || C(x_adv)), x_adv maximising the KL by PGD
             (Zhang et al., 2019).
-- gat:      the Generative Adversarial Trainer through gatfast.step.GATStep.
+- gat:      the Generative Adversarial Trainer through gatfast.gat.GATStep.
 
 Training examples are crafted with the classifier in its current (training) mode, as
 Madry et al., Wong et al. and the GAT step's pass 1 do.
@@ -25,10 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatfast import _checks, ops
-from gatfast.attacks import frozen, pgd, random_start
-from gatfast.generators import PerturbationGenerator
-from gatfast.step import GATStep, autocast
+from gatfast import ops
+from gatfast.attacks import frozen, pgd
+from gatfast.gat.step import GATStep
+from gatfast.gat.update import Update, trainable_parameters
+from gatfast.ops import checks as _checks
+from gatfast.ops.amp import autocast
+from gatfast.ops.ball import random_start
 
 
 @torch.no_grad()
@@ -67,9 +70,13 @@ class Method:
         self.eps = _checks.positive(eps, "eps")
         self.norm = _checks.norm(norm, allow_none=False)
         self.amp = _checks.amp(amp)
-        self.grad_scaler = None
-        self.step_guard = None      # as in GATStep: set by gatfast.train
-        self.gradient_hook = None
+        # AMP's loss scaling and the optimiser step, with the engine's step_guard and
+        # gradient_hook: the same path as GATStep's (gatfast.gat.update).
+        self.update = Update(amp)
+
+    def set_eps(self, eps: float) -> None:
+        """The engine's eps schedule (eps warm-up) moves the attack budget here."""
+        self.eps = eps
 
     def autocast(self, device):
         return autocast(self.amp, device)
@@ -86,22 +93,11 @@ class Method:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         y = y.long()
         loss, metrics = self._loss(x, y)
-        if self.step_guard is not None:
-            applied = self.step_guard(loss.detach().isfinite())
-            metrics["skipped"] = torch.tensor(0.0 if applied else 1.0, device=x.device)
-            if not applied:
-                return metrics
-        if self.amp == "fp16" and self.grad_scaler is None:
-            self.grad_scaler = torch.amp.GradScaler(x.device.type)
-        (self.grad_scaler.scale(loss) if self.amp == "fp16" else loss).backward()
-        if self.gradient_hook is not None:
-            self.gradient_hook()
-        if self.amp == "fp16":
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.update.prepare(x.device)
+        grads = torch.autograd.grad(self.update.scale(loss), trainable_parameters(self.classifier),
+                                    allow_unused=True)
+        applied = self.update.apply([(self.classifier, grads, self.optimizer)], [loss.detach()])
+        metrics.update(self.update.skipped(applied, x.device))
         return metrics
 
     def end_epoch(self, epoch: int) -> str | None:
@@ -110,12 +106,10 @@ class Method:
 
     def state_dict(self) -> dict:
         """What the method keeps beyond modules and optimisers (saved in checkpoints)."""
-        return {"grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None}
+        return self.update.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("grad_scaler") is not None:
-            self.grad_scaler = torch.amp.GradScaler(next(self.classifier.parameters()).device.type)
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.update.load_state_dict(state, next(self.classifier.parameters()).device)
 
 
 class Standard(Method):
@@ -156,9 +150,14 @@ class FGSMRS(Method):
     def __init__(self, classifier, optimizer, *, eps, norm="linf", amp=None, step_scale: float = 1.25,
                  probe: tuple[torch.Tensor, torch.Tensor] | None = None, collapse: float = 0.2):
         super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
-        self.step_size = _checks.positive(step_scale, "step_scale") * self.eps
+        self.step_scale = _checks.positive(step_scale, "step_scale")
+        self.step_size = self.step_scale * self.eps
         self.probe, self.collapse = probe, collapse
         self.best_accuracy, self.best_epoch, self.best_state = -1.0, -1, None
+
+    def set_eps(self, eps):
+        super().set_eps(eps)
+        self.step_size = self.step_scale * eps
 
     def _loss(self, x, y):
         x0 = random_start(x.detach(), self.eps, self.norm).requires_grad_(True)
@@ -177,7 +176,7 @@ class FGSMRS(Method):
         self.classifier.eval()
         try:
             x_adv = pgd(self.classifier, x, y, eps=self.eps, norm=self.norm, steps=10,
-                        generator=torch.Generator(x.device).manual_seed(0))
+                        rng=torch.Generator(x.device).manual_seed(0))
             with torch.no_grad():
                 return float((self.classifier(x_adv).argmax(1) == y).float().mean())
         finally:
@@ -247,7 +246,7 @@ class GAT(Method):
 
     name = "gat"
 
-    def __init__(self, classifier, optimizer, generator: PerturbationGenerator, generator_optimizer, *, eps,
+    def __init__(self, classifier, optimizer, generator: nn.Module, generator_optimizer, *, eps,
                  norm="linf", amp=None, alpha: float = 0.5, c_g: float = 0.0, generator_steps: int = 1,
                  generator_updates: int = 1, cuda_graph: bool = False, random_init: bool = False,
                  single_pass: bool = False):
@@ -257,6 +256,13 @@ class GAT(Method):
                                 alpha=alpha, c_g=c_g, generator_steps=generator_steps,
                                 generator_updates=generator_updates, amp=amp, cuda_graph=cuda_graph,
                                 random_init=random_init, single_pass=single_pass)
+        self.update = self.gat_step.update  # one update object: the engine's hooks reach the step
+
+    def set_eps(self, eps):
+        super().set_eps(eps)
+        self.gat_step.eps = eps
+        if hasattr(self.generator, "eps"):  # gatfast's generator scales its output by eps
+            self.generator.eps = eps
 
     def modules(self):
         return {"classifier": self.classifier, "generator": self.generator}
@@ -266,17 +272,7 @@ class GAT(Method):
 
     def step(self, x, y):
         self.generator.train()
-        self.gat_step.step_guard, self.gat_step.gradient_hook = self.step_guard, self.gradient_hook
         return self.gat_step.step(x, y)
-
-    def state_dict(self):
-        scaler = self.gat_step.grad_scaler
-        return {"grad_scaler": scaler.state_dict() if scaler is not None else None}
-
-    def load_state_dict(self, state):
-        if state.get("grad_scaler") is not None:
-            self.gat_step.grad_scaler = torch.amp.GradScaler(next(self.classifier.parameters()).device.type)
-            self.gat_step.grad_scaler.load_state_dict(state["grad_scaler"])
 
 
 METHODS = {cls.name: cls for cls in (Standard, FGSMRS, PGDAT, TRADES, GAT)}

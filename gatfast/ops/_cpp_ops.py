@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from gatfast import _autograd
+from gatfast.ops import _autograd
 
 _ops = torch.ops.gatfast
 

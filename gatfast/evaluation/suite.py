@@ -28,14 +28,17 @@ FAB-T and Square only on the images APGD-CE and APGD-T left standing, as in Auto
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from gatfast import attacks
+from gatfast import attacks, train
 from gatfast.attacks import autoattack
 from gatfast.attacks.base import correct
+from gatfast.evaluation import plots
+from gatfast.train import data, runs
 
 ATTACKS = ("fgsm", "pgd", "pgd_margin", "apgd_ce", "apgd_t", "fab_t", "square", "cw", "transfer")
 GROUPS = {"autoattack": autoattack.MEMBERS}  # names that stand for several attacks
@@ -448,9 +451,6 @@ def evaluate_run(run_dir, config: EvalConfig | None = None, *, surrogate_dir=Non
     """Evaluate a run folder's classifier on its dataset's test split; writes
     RUN_DIR/eval.json (atomically) and RUN_DIR/eval_eps.png, returns the report.
     Every setting is checked before any attack runs."""
-    from pathlib import Path
-
-    from gatfast import checkpoint, data, plots, train
 
     run_dir = Path(run_dir)
     try:
@@ -479,7 +479,7 @@ def evaluate_run(run_dir, config: EvalConfig | None = None, *, surrogate_dir=Non
     if surrogate is not None:
         report["surrogate"] = {"dir": str(surrogate_dir), "method": surrogate.config.method,
                                "model": surrogate.config.model, "seed": surrogate.config.seed}
-    checkpoint.write_json(run_dir / out_name, report)
+    runs.write_json(run_dir / out_name, report)
     plots.robustness_vs_eps({f"{cfg.method} (seed {cfg.seed})": report["sweep"]}, run_dir / "eval_eps.png",
                             title=f"{cfg.dataset}: PGD-{config.sweep_steps} accuracy over {cfg.norm} eps",
                             trained_eps=report["eps"])

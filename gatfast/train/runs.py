@@ -1,4 +1,7 @@
-"""Checkpoints: any nested state (module and optimiser state dicts, RNG states, method
+"""Run folders: the checkpoint format, atomic JSON files, and loading a finished run
+(load_config, load_run).
+
+Checkpoints: any nested state (module and optimiser state dicts, RNG states, method
 state) in ONE safetensors file, written to a temporary file and renamed over the old one,
 so a crash leaves either the previous checkpoint or the new one, never half of each.
 
@@ -9,15 +12,22 @@ file's metadata as JSON, with each tensor replaced by a {"__tensor__": key} mark
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from gatfast.train import data
+from gatfast.train.build import build_classifier, build_generator
+from gatfast.train.config import ConfigError, TrainConfig
+
+CHECKPOINT = "checkpoint.safetensors"
 _FORMAT = "gatfast-checkpoint-1"
 
 
@@ -95,3 +105,46 @@ def write_json(path: str | os.PathLike, obj) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---- a finished run ----------------------------------------------------------------------------
+
+def load_config(run_dir) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a gatfast run folder (no config.json)")
+    saved = json.loads(path.read_text())["config"]
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+@dataclass
+class Run:
+    classifier: torch.nn.Module
+    generator: torch.nn.Module | None
+    config: TrainConfig
+    summary: dict
+
+
+def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
+    """The trained classifier (eval mode), the generator (None for methods without one)
+    and the config of a run folder."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ConfigError(f"{run_dir} holds no trained model ({CHECKPOINT} is missing)")
+    shape, num_classes = data.SHAPES[config.dataset]
+    ds = data.DatasetSplits(config.dataset, None, None, num_classes, shape)
+    state = load(run_dir / CHECKPOINT, device)
+    classifier = build_classifier(config, ds).to(device)
+    classifier.load_state_dict(state["modules"]["classifier"])
+    classifier.eval()
+    generator = None
+    if "generator" in state["modules"]:
+        generator = build_generator(config, ds).to(device)
+        generator.load_state_dict(state["modules"]["generator"])
+        generator.eval()
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return Run(classifier, generator, config, summary)
+

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from gatfast._norms import code
+from gatfast.ops._norms import code
 
 
 def opmath_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -1,6 +1,6 @@
 """The public ops of gatfast. Each checks its arguments (a TypeError or ValueError
 naming the argument, before any kernel runs), picks the backend for the tensors'
-device (gatfast.backends) and runs it.
+device (gatfast.ops.backends) and runs it.
 
 Shapes: x, delta, grad: (N, ...); per-sample norms run over every dim but the first.
 Dtypes: float32, float16, bfloat16; float64 too on the torch, cpp and cuda backends.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from gatfast import _checks, backends, reference
+from gatfast.ops import backends, reference
+from gatfast.ops import checks as _checks
 
 
 class _ReferenceImpl:
@@ -44,16 +45,16 @@ def _load_triton():
     if "triton" not in backends.available_backends():
         return None, "triton is not usable here (no CUDA device and TRITON_INTERPRET is not 1)"
     try:
-        from gatfast import _triton_ops
+        from gatfast.ops import _triton_ops
     except Exception as e:  # a broken triton install must not break gatfast itself
-        return None, f"gatfast.kernels failed to load: {e}"
+        return None, f"gatfast.ops.kernels failed to load: {e}"
     return _triton_ops.impl, None
 
 
 _TRITON_IMPL, _TRITON_ERROR = _load_triton()
 _CPP_IMPL = None
 if backends.cpp_built():
-    from gatfast._cpp_ops import impl as _CPP_IMPL
+    from gatfast.ops._cpp_ops import impl as _CPP_IMPL
 
 
 def _impl(t: torch.Tensor):
