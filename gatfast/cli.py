@@ -149,25 +149,26 @@ def _bench_case(text: str) -> tuple[str, int]:
 
 _EVAL_HELP = {
     "attacks": "comma-separated; autoattack means its four members",
-    "n": "first test images for every attack but CW (default 1000: all of mnist5k's test split)",
+    "n": "first test images for every attack but CW (1000 is all of mnist5k's test split)",
     "n_slow": "first test images for CW",
-    "n_autoattack": "AutoAttack's members on only the first N images (default: --n); they are the slowest",
-    "eps": "evaluate at this eps (default: the run's)",
-    "pgd_step_size": "a fixed PGD step (default: APGD's adaptive step size, measured stronger)",
+    "n_autoattack": "AutoAttack's members on only the first N images; they are the slowest",
+    "eps": "evaluate at this eps",
+    "pgd_step_size": "a fixed PGD step (APGD's adaptive step size measured stronger)",
     "autoattack_steps": "steps of APGD-CE, APGD-T and FAB-T (AutoAttack: 100)",
     "check_factor": "the more-steps check runs PGD with this many times --pgd-steps",
     "check_restarts": "the restarts check runs PGD with this many times --pgd-restarts",
     "check_alpha": "significance level of the per-image sanity checks (one-sided binomial test)",
     "sweep": "comma-separated eps values for the accuracy-over-eps plot",
-    "cw_budget": "L2 budget at which CW accuracy is reported (default: eps for l2 runs, by image size for linf)",
+    "cw_budget": "L2 budget at which CW accuracy is reported",
 }
 
 
 def _eval_default(f: dataclasses.Field):
     if f.name == "attacks":
-        return ",".join(f.default)
+        return "all"
     return {"n_autoattack": "--n", "eps": "the run's", "pgd_step_size": "APGD's adaptive step",
-            "sweep": "eps x (0.25 .. 2) and, for linf, 1", "cw_budget": "by threat model"}.get(f.name, f.default)
+            "sweep": "eps x (0.25 .. 2) and, for linf, 1",
+            "cw_budget": "eps for l2 runs; for linf by image size (2.0 for 28x28 grey)"}.get(f.name, f.default)
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser, skip=()):
@@ -288,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained run against the attack suite, with sanity checks")
     e.add_argument("run_dir", help="a run folder written by gatfast train")
     _add_eval_arguments(e)
-    e.add_argument("--surrogate", default=None, help="a separately trained run folder for the transfer attack")
+    e.add_argument("--surrogate", default=None,
+                   help=_help("a separately trained run folder for the transfer attack", default="none: no transfer"))
     e.add_argument("--device", default="auto", help=_DEVICE_HELP)
-    e.add_argument("--data-root", default=None, help="where torchvision datasets live (default: the run's)")
+    e.add_argument("--data-root", default=None, help=_help("where torchvision datasets live", default="the run's"))
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
     w = sub.add_parser("sweep", help="train and evaluate every dataset x method x seed cell, then report")
@@ -312,23 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="the sweep folder (a second run resumes it)")
     w.set_defaults(func=_cmd_sweep)
     bp = sub.add_parser("bench-pgd", help="gatfast PGD against torchattacks PGD over a test set, same budget")
-    bp.add_argument("--run", action="append", default=[], help="a run folder whose model to attack (repeatable; "
-                    "default: a small CNN trained for 2 epochs without defence)")
+    bp.add_argument("--run", action="append", default=[],
+                    help=_help("a run folder whose model to attack, repeatable",
+                               default="a small CNN trained for 2 epochs without defence"))
     bp.add_argument("--device", default="auto", help=_DEVICE_HELP)
     bp.add_argument("--steps", type=int, default=40, help=_help("PGD steps", default=40))
     bp.add_argument("--rounds", type=int, default=3, help=_help("timed rounds, the two attacks taking turns",
                                                                 default=3))
-    bp.add_argument("--out", default="benchmarks/results", help="folder for pgd-<device>.json and .md")
+    bp.add_argument("--out", default="benchmarks/results",
+                    help=_help("folder for pgd-<device>.json and .md", default="benchmarks/results"))
     bp.set_defaults(func=_cmd_bench_pgd)
     ba = sub.add_parser("bench-autoattack", help="AutoAttack standard: gatfast's cascade against torchattacks', "
                         "same images, time and robust accuracy")
     ba.add_argument("run_dir", help="a run folder whose model to attack")
-    ba.add_argument("--n", type=int, default=1000, help="first test images (default 1000)")
+    ba.add_argument("--n", type=int, default=1000, help=_help("first test images", default=1000))
     ba.add_argument("--variants", default=",".join(("torchattacks", "torchattacks-100", "gatfast")),
                     help=_help("comma-separated; torchattacks is its wrapper as shipped (10 steps)",
                                ("torchattacks", "torchattacks-100", "gatfast"), "all three"))
     ba.add_argument("--device", default="auto", help=_DEVICE_HELP)
-    ba.add_argument("--out", default="benchmarks/results", help="folder for autoattack-<device>.json and .md")
+    ba.add_argument("--out", default="benchmarks/results",
+                    help=_help("folder for autoattack-<device>.json and .md", default="benchmarks/results"))
     ba.set_defaults(func=_cmd_bench_autoattack)
     r = sub.add_parser("report", help="tables and plots of a (possibly partial) sweep")
     r.add_argument("sweep_dir")
@@ -338,13 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3, help=_help("untimed steps per variant first", default=3))
     b.add_argument("--iters", type=int, default=10, help=_help("timed steps per variant", default=10))
     b.add_argument("--case", action="append", default=[], metavar="MODEL:BATCH",
-                   help="model and batch to time, repeatable (default: small_cnn:256 and preact_resnet18:256 on a "
-                        "GPU, small_cnn:128 on the CPU); results go to step-<models>-<device> when given")
-    b.add_argument("--variants", default="", help="comma-separated subset of the variants (default: all that fit "
-                                                   "the device)")
-    b.add_argument("--out", default="benchmarks/results", help="folder for step-<device>.json and .md")
+                   help=_help("model and batch to time, repeatable; results go to step-<models>-<device> when "
+                              "given", default="small_cnn:256 and preact_resnet18:256 on a GPU, small_cnn:128 on "
+                              "the CPU"))
+    b.add_argument("--variants", default="", help=_help("comma-separated subset of the variants",
+                                                        _bench_variants(), "all that fit the device"))
+    b.add_argument("--out", default="benchmarks/results",
+                   help=_help("folder for step-<device>.json and .md", default="benchmarks/results"))
     b.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _bench_variants() -> tuple:
+    from gatfast.bench import step as bench
+    return bench.VARIANTS
 
 
 def _eval_error():

@@ -49,6 +49,52 @@ def _perturb_norm(bound):
 
 
 @pytest.mark.parametrize("backend", cpu_backends()[:2])  # torch and cpp: the ones with float64
+class _GradientNet(nn.Module):
+    """A user's own generator that reads the image and the input gradient: G(x, grad)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x, grad):
+        return 0.5 * torch.tanh(self.conv(torch.cat([x, grad / grad.abs().amax().clamp_min(1e-12)], 1)))
+
+
+def _image_net():
+    """A plain nn.Sequential generator of the image alone, declared as such."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Conv2d(4, 1, 3, padding=1))
+    net.reads_gradient = False
+    return net
+
+
+@pytest.mark.parametrize("make_generator", [_GradientNet, _image_net], ids=["own-image+grad", "sequential-image"])
+@pytest.mark.parametrize("generator_steps", [1, 2])
+def test_own_generator_trains_like_the_plain_simultaneous_update(make_generator, generator_steps):
+    torch.manual_seed(0)
+    clf, gen = tiny_classifier(), make_generator().double()
+    clf_ref, gen_ref, gen_start = copy.deepcopy(clf), copy.deepcopy(gen), copy.deepcopy(gen)
+    x, y = batch()
+    step = GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+                   eps=EPS, norm="linf", alpha=0.5, c_g=0.1, generator_steps=generator_steps)
+    for _ in range(2):
+        step.step(x, y)
+        step_with_reference(clf_ref, gen_ref, x, y, "linf", 0.5, 0.1, generator_steps=generator_steps)
+    for a, b in zip(list(clf.parameters()) + list(gen.parameters()),
+                    list(clf_ref.parameters()) + list(gen_ref.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    assert sum((a - b).abs().sum() for a, b in zip(gen.parameters(), gen_start.parameters())) > 0
+
+
+def test_own_generator_of_the_wrong_shape_is_named():
+    clf = tiny_classifier()
+    gen = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).double()
+    gen.reads_gradient = False
+    step = GATStep(clf, gen, torch.optim.SGD(clf.parameters(), lr=0.1), torch.optim.SGD(gen.parameters(), lr=0.1),
+                   eps=EPS)
+    with pytest.raises(ValueError, match=r"generator must return a perturbation of the input's shape \(6, 1, 8, 8\)"):
+        step.step(*batch())
+
+
 @pytest.mark.parametrize("input_kind", generators.INPUTS)
 @pytest.mark.parametrize("bound", generators.BOUNDS)
 @pytest.mark.parametrize("alpha", [0.25, 0.5, 1.0])

@@ -1,6 +1,7 @@
 """The training engine and the `gatfast train` command: run folder, exact resume, the
 non-finite guard, load_run, bad configuration, every method learning."""
 
+import argparse
 import json
 
 import pytest
@@ -213,3 +214,30 @@ def test_cli_recipe(tmp_path, capsys):
     assert cli.main(["train", "--recipe", "paper", "--dataset", "digits", "--epochs", "1", "--eval-pgd-steps", "0",
                      "--generator-width", "8", "--no-progress", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["generator_input"] == "grad"
+
+
+def _subcommand_actions(name):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices[name]._actions if a.option_strings and a.help != argparse.SUPPRESS]
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "sweep", "bench", "bench-pgd", "bench-autoattack"])
+def test_help_gives_every_value_flag_its_default(command):
+    for action in _subcommand_actions(command):
+        if action.nargs == 0 or action.required or action.option_strings == ["-h", "--help"]:
+            continue  # switches (store_true), --out, --help
+        assert action.help and "default: " in action.help, f"gatfast {command} {action.option_strings[0]}"
+
+
+def test_train_help_lists_the_choices_of_the_registries():
+    from gatfast.gat import generators
+    from gatfast.ops import backends
+    from gatfast.train import data, models
+    helps = {a.option_strings[0]: a.help for a in _subcommand_actions("train")}
+    registries = {"--dataset": data.DATASETS, "--method": methods.METHODS, "--model": models.MODELS,
+                  "--backend": backends.BACKENDS, "--generator-input": generators.INPUTS,
+                  "--generator-bound": generators.BOUNDS, "--recipe": train.RECIPES}
+    for flag, registry in registries.items():
+        assert "one of " + ", ".join(registry) in helps[flag], flag
+    assert "default: small_cnn" in helps["--model"] and "default: 0.3" in helps["--eps"]

@@ -29,7 +29,9 @@ def gat_gradients_simultaneous(classifier, generator, x, y, eps, perturb_norm, a
         if t > 0:
             x_leaf = x_t.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(F.cross_entropy(classifier(x_leaf), y), [x_leaf])
-        total = generator(x_t, g.detach()) + (x_t - x0)
+        # A generator that says reads_gradient = False is called on the image alone.
+        delta = generator(x_t, g.detach()) if getattr(generator, "reads_gradient", True) else generator(x_t)
+        total = delta + (x_t - x0)
         x_t, sq = perturb(x0, total, eps, perturb_norm, with_sq=True)
     ce_adv = F.cross_entropy(classifier(x_t), y)
     loss_c = alpha * ce_clean + (1 - alpha) * ce_adv
