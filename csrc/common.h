@@ -41,6 +41,21 @@ using PerturbFwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using PerturbBwdOut = std::tuple<at::Tensor, at::Tensor>;
 using LossFwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// The buffers every clean_adv_loss_fwd kernel fills: the per-row loss (in the math
+// dtype), the hits of the clean and adversarial rows (2, N), and the logit gradients
+// when asked for (empty otherwise).
+struct LossBuffers {
+  at::Tensor row_loss, hits, grad_clean, grad_adv;
+
+  LossBuffers(const at::Tensor& logits_clean, const at::Tensor& logits_adv, bool compute_grad) {
+    const int64_t N = logits_clean.size(0);
+    row_loss = at::empty({N}, logits_clean.options().dtype(opmath_dtype(logits_clean.scalar_type())));
+    hits = at::empty({2, N}, logits_clean.options().dtype(at::kLong));
+    grad_clean = compute_grad ? at::empty_like(logits_clean) : at::empty({0}, logits_clean.options());
+    grad_adv = compute_grad ? at::empty_like(logits_adv) : at::empty({0}, logits_adv.options());
+  }
+};
+
 // The kernel entry points of one device (or one CPU instruction set): each takes
 // contiguous tensors (ops.cpp makes them so) and allocates its outputs.
 #define GATFAST_DECLARE_KERNELS(ns)                                                                          \

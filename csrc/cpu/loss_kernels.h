@@ -40,11 +40,8 @@ acc_t row_ce(const scalar_t* z, int64_t C, int64_t t, acc_t w, scalar_t* grad, a
 LossFwdOut clean_adv_loss_fwd(const at::Tensor& logits_clean, const at::Tensor& logits_adv,
                               const at::Tensor& target, double alpha, bool compute_grad) {
   const int64_t N = logits_clean.size(0), C = logits_clean.size(1);
-  auto acc_opts = logits_clean.options().dtype(opmath_dtype(logits_clean.scalar_type()));
-  auto row_loss = at::empty({N}, acc_opts);
-  auto hits = at::empty({2, N}, logits_clean.options().dtype(at::kLong));
-  auto grad_clean = compute_grad ? at::empty_like(logits_clean) : at::empty({0}, logits_clean.options());
-  auto grad_adv = compute_grad ? at::empty_like(logits_adv) : at::empty({0}, logits_adv.options());
+  LossBuffers out(logits_clean, logits_adv, compute_grad);
+  auto &row_loss = out.row_loss, &hits = out.hits, &grad_clean = out.grad_clean, &grad_adv = out.grad_adv;
 
   const int64_t* tp = target.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < N; ++i) {
@@ -73,7 +70,7 @@ LossFwdOut clean_adv_loss_fwd(const at::Tensor& logits_clean, const at::Tensor& 
   });
   // The batch sums, sequentially (deterministic, and cheaper than three ATen reductions
   // for the small batches where per-op overhead dominates).
-  auto loss = at::empty({}, acc_opts);
+  auto loss = at::empty({}, row_loss.options());
   auto correct_clean = at::empty({}, hits.options());
   auto correct_adv = at::empty({}, hits.options());
   AT_DISPATCH_FLOATING_TYPES(row_loss.scalar_type(), "gatfast_loss_sum_cpu", [&] {

@@ -71,11 +71,8 @@ LossFwdOut clean_adv_loss_fwd(const at::Tensor& logits_clean, const at::Tensor& 
                               const at::Tensor& target, double alpha, bool compute_grad) {
   c10::cuda::CUDAGuard guard(logits_clean.device());
   const int64_t N = logits_clean.size(0), C = logits_clean.size(1);
-  auto acc_opts = logits_clean.options().dtype(opmath_dtype(logits_clean.scalar_type()));
-  auto row_loss = at::empty({N}, acc_opts);
-  auto hits = at::empty({2, N}, logits_clean.options().dtype(at::kLong));
-  auto grad_clean = compute_grad ? at::empty_like(logits_clean) : at::empty({0}, logits_clean.options());
-  auto grad_adv = compute_grad ? at::empty_like(logits_adv) : at::empty({0}, logits_adv.options());
+  LossBuffers out(logits_clean, logits_adv, compute_grad);
+  auto &row_loss = out.row_loss, &hits = out.hits, &grad_clean = out.grad_clean, &grad_adv = out.grad_adv;
   auto stream = c10::cuda::getCurrentCUDAStream();
   const int blocks = static_cast<int>((N + kWarpsPerBlock - 1) / kWarpsPerBlock);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits_clean.scalar_type(), "gatfast_loss_cuda", [&] {

@@ -12,6 +12,8 @@ is broken, and step with the fused ops); FAB and Square are torchattacks'.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from gatfast.ops import checks as _checks
@@ -54,7 +56,7 @@ class AutoAttack(Attack):
     first member's successful example, or the last member's output where all failed.
     After a call, `outcomes[key]` holds per image 1 (the member ran and the image stayed
     correct), 0 (it broke it, or the image was misclassified clean) or -1 (not run: an
-    earlier member had broken it)."""
+    earlier member had broken it), and `seconds[key]` the member's wall time."""
 
     name = "AutoAttack"
 
@@ -70,6 +72,7 @@ class AutoAttack(Attack):
                                     batch_size=self.batch_size)
                         for key in MEMBERS}
         self.outcomes: dict[str, torch.Tensor] = {}
+        self.seconds: dict[str, float] = {}
 
     def describe(self):
         return ("AutoAttack standard (" + "; ".join(m.describe() for m in self.members.values()) +
@@ -80,8 +83,9 @@ class AutoAttack(Attack):
         clean = correct(self.model, images, labels, self.batch_size)
         out = images.clone()
         standing = clean.clone()
-        self.outcomes = {}
+        self.outcomes, self.seconds = {}, {}
         for key, attack in self.members.items():
+            start = time.perf_counter()
             attack.progress = self.progress
             outcome = torch.full_like(labels, -1, dtype=torch.int8)
             outcome[~clean] = 0
@@ -90,6 +94,7 @@ class AutoAttack(Attack):
             out[todo] = adv
             standing[todo[~survived]] = False
             self.outcomes[key] = outcome
+            self.seconds[key] = time.perf_counter() - start
         return out
 
 

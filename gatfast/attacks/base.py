@@ -79,12 +79,7 @@ def check_batch(images, labels) -> tuple[torch.Tensor, torch.Tensor]:
     _checks.tensor(images, "images")
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
-    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int64, torch.int32) \
-            or labels.shape != images.shape[:1]:
-        raise ValueError(f"labels must be int64 class labels of shape ({images.shape[0]},), got "
-                         f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}")
-    if labels.device != images.device:
-        raise ValueError(f"labels must be on the device of images ({images.device}), got {labels.device}")
+    _checks.labels(labels, "labels", images)
     lo, hi = float(images.min()), float(images.max())
     if lo < 0 or hi > 1:
         raise ValueError(f"images must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); "

@@ -165,9 +165,7 @@ class GATStep:
 
     def _check_batch(self, x, y):
         _checks.tensor(x, "x")
-        if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != x.shape[:1]:
-            raise ValueError(f"y must be int64 class labels of shape ({x.shape[0]},), got "
-                             f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+        _checks.labels(y, "y", x, "x")
         self.update.prepare(x.device)
 
     def _input_gradient(self, x_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

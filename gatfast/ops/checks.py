@@ -40,6 +40,16 @@ def like(t, name: str, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
     return t
 
 
+def labels(t, name: str, images: torch.Tensor, images_name: str = "images") -> torch.Tensor:
+    """Class labels of a batch of images: int64 (or int32) of shape (N,), on the images' device."""
+    if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int64, torch.int32) or t.shape != images.shape[:1]:
+        raise ValueError(f"{name} must be int64 class labels of shape ({images.shape[0]},), got "
+                         f"{getattr(t, 'dtype', type(t).__name__)} {tuple(getattr(t, 'shape', ()))}")
+    if t.device != images.device:
+        raise ValueError(f"{name} must be on the device of {images_name} ({images.device}), got {t.device}")
+    return t
+
+
 def positive(value, name: str) -> float:
     """A finite Python number > 0 (eps, step_size)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
