@@ -43,15 +43,20 @@ def load3(a_ptr, b_ptr, c_ptr, base, start, D, BLOCK: tl.constexpr, HAS_C: tl.co
 
 
 @triton.jit
-def row_l2_factor(ptr, base, D, eps, BLOCK: tl.constexpr):
-    """min(1, eps / ||row||): the l2 projection's factor for one row."""
+def row_norm(ptr, base, D, BLOCK: tl.constexpr):
+    """||row||_2 of one row of D values, accumulated in float32."""
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     for start in range(0, D, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         v = tl.load(ptr + base + offs, mask=offs < D, other=0.0).to(tl.float32)
         acc += v * v
-    n = tl.sqrt(tl.sum(acc, axis=0))
-    return l2_factor(n, eps)
+    return tl.sqrt(tl.sum(acc, axis=0))
+
+
+@triton.jit
+def row_l2_factor(ptr, base, D, eps, BLOCK: tl.constexpr):
+    """min(1, eps / ||row||): the l2 projection's factor for one row."""
+    return l2_factor(row_norm(ptr, base, D, BLOCK), eps)
 
 
 @triton.jit

@@ -4,7 +4,7 @@ projection onto the eps-ball around x0 and the box."""
 import triton
 import triton.language as tl
 
-from .perturb import clamp, l2_factor, load3
+from .perturb import clamp, l2_factor, load3, row_norm
 
 
 @triton.jit
@@ -15,12 +15,7 @@ def pgd_step_kernel(xa_ptr, g_ptr, x0_ptr, out_ptr, D, step_size, eps, lo, hi,
     step = step_size
     f = 1.0
     if NORM == 2:
-        acc = tl.zeros([BLOCK], dtype=tl.float32)
-        for start in range(0, D, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            g = tl.load(g_ptr + base + offs, mask=offs < D, other=0.0).to(tl.float32)
-            acc += g * g
-        gn = tl.sqrt(tl.sum(acc, axis=0))
+        gn = row_norm(g_ptr, base, D, BLOCK)
         step = tl.where(gn > 0, step_size / tl.where(gn > 0, gn, 1.0), 0.0)  # a zero gradient takes no step
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, D, BLOCK):
