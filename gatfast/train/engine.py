@@ -28,7 +28,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -177,7 +177,7 @@ class _Session:
     classifier: torch.nn.Module
     method: methods.Method
     base_lrs: dict
-    share: list = field(default_factory=lambda: [1.0])   # this process's share of the global batch
+    share: float = 1.0        # this process's share of the global batch (torchrun)
     skipped_in_row: int = 0
 
     @property
@@ -222,7 +222,7 @@ def _set_up(config: TrainConfig, out: Path, procs: distributed.Processes) -> _Se
     if procs.world > 1:
         procs.broadcast_parameters(session.modules.values())
         method.update.gradient_hook = lambda: distributed.average_gradients(list(session.modules.values()),
-                                                                             session.share[0])
+                                                                             session.share)
         torch.manual_seed(config.seed * 1_000_003 + 7919 * procs.rank)  # different noise per process
     # A captured step cannot stop on the host to look at its loss.
     method.update.step_guard = None if config.cuda_graph else procs.all_agree
@@ -312,7 +312,7 @@ def _run_epoch(s: _Session, epoch: int):
                     continue  # every process skips it alike
                 global_n = len(idx)
                 idx = torch.tensor_split(idx, procs.world)[procs.rank]
-                s.share[0] = len(idx) / global_n
+                s.share = len(idx) / global_n
             metrics = s.method.step(s.x_train[idx], s.y_train[idx])
             step_skipped = bool(metrics.pop("skipped", 0))
             skipped += step_skipped
