@@ -177,6 +177,12 @@ def test_single_pass_gat_trains_from_the_command_line(tmp_path):
     (["--method", "gat", "--single-pass"], "single-pass needs generator-input image"),
     (["--method", "pgd_at", "--single-pass"], "single-pass is an option of the gat method"),
     (["--method", "gat", "--generator-input", "image", "--alpha", "1", "--single-pass"], "single-pass needs alpha < 1"),
+    (["--generator-blocks", "-1"], "generator-blocks must be an integer >= 0"),
+    (["--generator-random-init", "2"], "generator-random-init must be 0 or 1"),
+    (["--method", "pgd_at", "--attack-step-size", "-0.1"], "attack-step-size must be > 0"),
+    (["--weight-decay", "-1"], "weight-decay must be >= 0"),
+    (["--method", "trades", "--trades-beta", "-1"], "trades-beta must be >= 0"),
+    (["--trades-beta", "nan"], "trades-beta must be >= 0"),
 ])
 def test_bad_configuration_is_one_line_and_status_2(tmp_path, capsys, args, message):
     assert cli.main(["train", "--out", str(tmp_path / "r"), "--no-progress"] + args) == 2
@@ -184,6 +190,7 @@ def test_bad_configuration_is_one_line_and_status_2(tmp_path, capsys, args, mess
     assert err.count("\n") == 1 and "Traceback" not in err
     assert pytest.importorskip("re").search(message, err), err
     assert not (tmp_path / "r" / train.CHECKPOINT).exists()
+    assert not (tmp_path / "r").exists()  # nothing written: checked before the run folder exists
 
 
 def test_cli_trains_prints_the_table_and_refuses_changed_resume(tmp_path, capsys):
@@ -241,3 +248,28 @@ def test_train_help_lists_the_choices_of_the_registries():
     for flag, registry in registries.items():
         assert "one of " + ", ".join(registry) in helps[flag], flag
     assert "default: small_cnn" in helps["--model"] and "default: 0.3" in helps["--eps"]
+
+
+def test_step_sizes_follow_the_eps_schedule():
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    opt = torch.optim.SGD(clf.parameters(), lr=0.1)
+    trades = methods.TRADES(clf, opt, eps=0.3, steps=10)
+    trades.set_eps(0.1)
+    assert trades.eps == 0.1 and trades.step_size == pytest.approx(2.5 * 0.1 / 10)
+    fixed = methods.TRADES(clf, opt, eps=0.3, steps=10, step_size=0.05)
+    fixed.set_eps(0.1)
+    assert fixed.step_size == 0.05  # a step size the user fixed stays fixed
+    fgsm = methods.FGSMRS(clf, opt, eps=0.3, step_scale=1.0)
+    fgsm.set_eps(0.2)
+    assert fgsm.step_size == pytest.approx(0.2)  # its own step_scale, not the default 1.25
+
+
+def test_the_log_gives_the_learning_rate_and_eps_used(tmp_path):
+    config = TrainConfig(dataset="digits", method="standard", epochs=2, train_size=256, batch_size=128,
+                         schedule="cosine", eps_warmup=2, eval_pgd_steps=0, progress=False)
+    train.train(config, tmp_path / "r", log=lambda *_: None)
+    epochs = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    from gatfast.train.engine import eps_at, lr_factor
+    last_step = 1 + 1 / 2  # two steps per epoch: the last one of epoch 2 sits at 1.5 epochs
+    assert epochs[-1]["lr"] == pytest.approx(config.lr * lr_factor(config, last_step)) and epochs[-1]["lr"] > 0
+    assert epochs[-1]["eps"] == pytest.approx(eps_at(config, last_step)) and epochs[-1]["eps"] < config.eps

@@ -129,6 +129,17 @@ class TrainConfig:
                  message=f"{name.replace('_', '-')} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "generator_lr"):
             rule(checks.positive, getattr(self, name), name, message=f"{name} must be > 0")
+        rule(checks.count, self.generator_blocks, "generator_blocks", 0,
+             message=f"generator-blocks must be an integer >= 0, got {self.generator_blocks!r}")
+        need(self.generator_random_init in (0, 1),
+             f"generator-random-init must be 0 or 1, got {self.generator_random_init!r}")
+        if self.attack_step_size is not None:
+            rule(checks.positive, self.attack_step_size, "attack_step_size",
+                 message=f"attack-step-size must be > 0, got {self.attack_step_size}")
+        for name in ("weight_decay", "trades_beta"):
+            value = getattr(self, name)
+            rule(checks.finite, value, name, message=f"{name.replace('_', '-')} must be >= 0, got {value!r}")
+            need(value >= 0, f"{name.replace('_', '-')} must be >= 0, got {value!r}")
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("schedule", self.schedule, SCHEDULES)
         rule(checks.amp, self.amp, message=f"amp must be bf16 or fp16, got {self.amp!r}")

@@ -269,8 +269,9 @@ def _run(s: _Session, start_epoch: int, wall_before: float, log, on_end) -> dict
             epoch_s = time.perf_counter() - t_epoch
             stop_reason = s.method.end_epoch(epoch + 1)
             wall = wall_before + time.perf_counter() - t_start
-            record.update({"epoch": epoch + 1, "lr": config.lr * lr_factor(config, epoch + 1),
-                           "eps": eps_at(config, epoch + 1), "skipped_steps": skipped,
+            # the classifier's learning rate at the epoch's last step: the rate used, not the next one
+            record.update({"epoch": epoch + 1, "lr": s.optimizers["classifier"].param_groups[0]["lr"],
+                           "eps": s.method.eps, "skipped_steps": skipped,
                            "epoch_s": round(epoch_s, 3), "wall_s": round(wall, 3)})
             _save_epoch(s, epoch, record, epoch_s, wall, log)
             if stop_reason:

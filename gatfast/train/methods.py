@@ -213,8 +213,16 @@ class TRADES(Method):
                  step_size: float | None = None, beta: float = 6.0):
         super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
         self.steps = _checks.count(steps, "steps")
-        self.step_size = 2.5 * self.eps / self.steps if step_size is None else _checks.positive(step_size, "step_size")
+        self.fixed_step_size = None if step_size is None else _checks.positive(step_size, "step_size")
         self.beta = _checks.finite(beta, "beta")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        self.set_eps(self.eps)
+
+    def set_eps(self, eps):
+        """The attack's step follows eps (2.5 eps / steps) unless a fixed step_size was given."""
+        super().set_eps(eps)
+        self.step_size = 2.5 * eps / self.steps if self.fixed_step_size is None else self.fixed_step_size
 
     def _adversarial(self, x, p_clean):
         x0 = x.detach()
