@@ -71,8 +71,7 @@ def validate(spec: SweepSpec) -> None:
         raise train.ConfigError("a sweep needs at least one dataset, one method and one seed")
     for d, m, s in spec.cells():
         cell_config(spec, d, m, s).validate()
-    for d in spec.datasets:
-        spec.eval_config.validate(spec.train_options.get("norm", "linf"))
+    spec.eval_config.validate(spec.train_options.get("norm", "linf"))  # one norm for every cell
 
 
 def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> None:
