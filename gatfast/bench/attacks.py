@@ -183,5 +183,8 @@ def run_autoattack(run_dir, device=None, n=1000, variants=AUTOATTACK_VARIANTS, o
                  "and Square).", "",
                  "| variant | robust accuracy | seconds |", "|---|---|---|"]
         lines += [f"| {k} | {v['accuracy']:.1%} | {v['seconds']:.0f} |" for k, v in result.items()]
+        if "member_seconds" in result.get("gatfast", {}):
+            lines += ["", "gatfast's members, each on the images the earlier ones left: " + ", ".join(
+                f"{k} {v:.0f} s" for k, v in result["gatfast"]["member_seconds"].items()) + "."]
         save(out, lines, Path(out_dir), "autoattack", device)
     return out
