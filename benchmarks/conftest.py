@@ -6,19 +6,18 @@ device-to-device copy bandwidth measured in the same run."""
 import datetime
 import json
 import os
-import platform
 
 import torch
 
 import gatfast
+from gatfast.bench.timing import device_name
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def _device_name():
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} threads"
+    """The benchmarks' device: the GPU when there is one (gatfast's ops run there), else the CPU."""
+    return device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _rows(benchmarks):
