@@ -28,6 +28,14 @@ def cpu_backends():
     return [b for b in ("torch", "cpp", "triton") if b in gatfast.available_backends()]
 
 
+def float64_backends():
+    """The CPU backends that take float64 (torch and cpp), each skipped, not swapped for
+    another, where it is not built."""
+    return [pytest.param(b, marks=pytest.mark.skipif(b not in gatfast.available_backends(),
+                                                     reason=f"the {b} backend is not built here"))
+            for b in ("torch", "cpp")]
+
+
 def gpu_backends():
     return ["torch", "cuda", "triton"] if HAS_CUDA else []
 

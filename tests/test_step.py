@@ -11,7 +11,7 @@ import gatfast
 from gatfast.gat import generators, reference
 from gatfast.gat.generators import PerturbationGenerator
 from gatfast.gat.step import GATStep
-from conftest import cpu_backends
+from conftest import float64_backends
 
 EPS = 0.3
 
@@ -48,7 +48,7 @@ def _perturb_norm(bound):
     return None if bound == "penalty" else bound
 
 
-@pytest.mark.parametrize("backend", cpu_backends()[:2])  # torch and cpp: the ones with float64
+@pytest.mark.parametrize("backend", float64_backends())
 class _GradientNet(nn.Module):
     """A user's own generator that reads the image and the input gradient: G(x, grad)."""
 
@@ -231,7 +231,7 @@ def test_batchnorm_running_statistics_see_both_passes():
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", cpu_backends()[:2])
+@pytest.mark.parametrize("backend", float64_backends())
 @pytest.mark.parametrize("bound", generators.BOUNDS)
 @pytest.mark.parametrize("alpha", [0.25, 0.5])
 @pytest.mark.parametrize("c_g", [0.0, 0.7])
