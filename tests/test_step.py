@@ -48,7 +48,6 @@ def _perturb_norm(bound):
     return None if bound == "penalty" else bound
 
 
-@pytest.mark.parametrize("backend", float64_backends())
 class _GradientNet(nn.Module):
     """A user's own generator that reads the image and the input gradient: G(x, grad)."""
 
@@ -95,6 +94,7 @@ def test_own_generator_of_the_wrong_shape_is_named():
         step.step(*batch())
 
 
+@pytest.mark.parametrize("backend", float64_backends())
 @pytest.mark.parametrize("input_kind", generators.INPUTS)
 @pytest.mark.parametrize("bound", generators.BOUNDS)
 @pytest.mark.parametrize("alpha", [0.25, 0.5, 1.0])
