@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from gatfast import ops
 from gatfast.ops import checks as _checks
+from gatfast.ops.amp import autocast
 from gatfast.attacks.base import Attack, margin_loss
 
 LOSSES = ("ce", "dlr", "margin")
@@ -122,7 +123,6 @@ class APGD(Attack):
 
     def _loss_and_grad(self, x, y, target):
         x = x.detach().requires_grad_(True)
-        from gatfast.ops.amp import autocast
         with torch.enable_grad():
             with autocast(self.amp, x.device):
                 logits = self.model(x).float()

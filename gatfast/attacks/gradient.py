@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from gatfast import ops
 from gatfast.ops import checks as _checks
+from gatfast.ops.amp import autocast
 from gatfast.attacks.base import Attack, check_eps, frozen, margin_loss
 from gatfast.ops.ball import random_start
 
@@ -114,7 +115,6 @@ class PGD(Attack):
         return super().__call__(images, labels)
 
     def _logits(self, x):
-        from gatfast.ops.amp import autocast
         with autocast(self.amp, x.device):
             return self.model(x).float()
 
