@@ -30,7 +30,9 @@ WORKER = textwrap.dedent("""
             with open(sys.argv[3], "w") as f:
                 json.dump({"max_diff": float((gathered[0] - gathered[1]).abs().max()), "n": flat.numel()}, f)
 
-    train.train(train.TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], log=lambda *_: None, on_end=compare)
+    resume = len(sys.argv) > 4 and sys.argv[4] == "resume"
+    train.train(train.TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], resume=resume, log=lambda *_: None,
+                on_end=compare)
 """)
 
 CONFIG = dict(dataset="digits", epochs=2, batch_size=64, eps=0.1, eval_pgd_steps=0, progress=False,
@@ -52,11 +54,12 @@ def _torchrun(args, timeout=600):
     return result
 
 
-def _distributed_run(tmp_path, **overrides):
+def _distributed_run(tmp_path, out="ddp", resume=False, **overrides):
     config = {**CONFIG, **overrides}
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    _torchrun([str(worker), json.dumps(config), str(tmp_path / "ddp"), str(tmp_path / "replicas.json")])
+    _torchrun([str(worker), json.dumps(config), str(tmp_path / out), str(tmp_path / "replicas.json")]
+              + (["resume"] if resume else []))
     return json.loads((tmp_path / "replicas.json").read_text())
 
 
@@ -84,3 +87,20 @@ def test_torchrun_runs_the_command_line(tmp_path):
                "--out", str(tmp_path / "run")])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_done"] == 1 and "pgd3" in summary["robustness"]
+
+
+def test_resume_under_two_processes_is_exact(tmp_path):
+    """GAT draws noise (latent codes, random starts) on each process from its own stream.
+    One epoch, a stop, and a resume to two must end with the weights of two epochs in one
+    go: each rank must get its own RNG state back, not rank 0's."""
+    _distributed_run(tmp_path, out="whole", method="gat", latent_dim=2)
+    _distributed_run(tmp_path, out="split", method="gat", latent_dim=2, epochs=1)
+    replicas = _distributed_run(tmp_path, out="split", resume=True, method="gat", latent_dim=2)
+    assert replicas["max_diff"] == 0.0
+    saved = checkpoint.load(tmp_path / "split" / train.CHECKPOINT)
+    assert len(saved["rng_ranks"]) == 2 and not torch.equal(saved["rng_ranks"][0]["torch"],
+                                                             saved["rng_ranks"][1]["torch"])
+    whole = checkpoint.load(tmp_path / "whole" / train.CHECKPOINT)["modules"]
+    for name in ("classifier", "generator"):
+        for k, v in whole[name].items():
+            assert torch.equal(v, saved["modules"][name][k]), f"{name}.{k}"

@@ -49,6 +49,14 @@ class Processes:
             for b in m.buffers():
                 dist.broadcast(b, 0)
 
+    def gather(self, obj) -> list:
+        """Every process's `obj`, in rank order (on every process)."""
+        if self.world == 1:
+            return [obj]
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
     def mean_record(self, record: dict) -> dict:
         """An epoch's metrics averaged over the processes."""
         values = torch.tensor([record.get(k, 0.0) for k in sorted(record)], dtype=torch.float64)

@@ -87,6 +87,21 @@ def _set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def _restore_rng(s: "_Session", state: dict, log) -> None:
+    """This process's own RNG state: each rank draws its own noise, so each saved its own
+    ("rng_ranks"; "rng" is rank 0's, which is all a one-process run has)."""
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == s.procs.world:
+        _set_rng_state(ranks[s.procs.rank], s.device)
+        return
+    # Another number of processes than the run was saved with: the noise streams cannot
+    # continue as they were, so each process starts a fresh one (the weights still resume).
+    torch.manual_seed(s.config.seed * 1_000_003 + 7919 * s.procs.rank + 104_729 * state["epoch"])
+    if s.procs.main:
+        log(f"resuming with {s.procs.world} processes where the run saved {len(ranks)}: the random "
+            f"draws start afresh, so the weights will not match an uninterrupted run's exactly")
+
+
 def _progress(total, desc, enabled):
     if not enabled:
         return None
@@ -237,7 +252,7 @@ def _restore(s: _Session, log) -> tuple[int, float]:
     for k, o in s.optimizers.items():
         o.load_state_dict(state["optimizers"][k])
     s.method.load_state_dict(state["method"])
-    _set_rng_state(state["rng"], s.device)
+    _restore_rng(s, state, log)
     if s.procs.main:
         log(f"resuming {s.out} at epoch {state['epoch'] + 1} of {s.config.epochs}")
     return state["epoch"], state["wall_s"]
@@ -344,13 +359,14 @@ def _run_epoch(s: _Session, epoch: int):
 def _save_epoch(s: _Session, epoch: int, record: dict, epoch_s: float, wall: float, log) -> None:
     """The checkpoint (atomically) and the epoch's log line, on rank 0."""
     config = s.config
+    rng_ranks = s.procs.gather(_rng_state(s.device))  # every process takes part
     if not s.procs.main:
         return
     save(s.out / CHECKPOINT, {
         "epoch": epoch + 1, "wall_s": wall,
         "modules": {k: m.state_dict() for k, m in s.modules.items()},
         "optimizers": {k: o.state_dict() for k, o in s.optimizers.items()},
-        "method": s.method.state_dict(), "rng": _rng_state(s.device)})
+        "method": s.method.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks})
     with open(s.out / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     log(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(
