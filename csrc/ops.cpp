@@ -72,7 +72,10 @@ void pgd_step_out_impl(const at::Tensor& x_adv, const at::Tensor& grad, const at
                        double eps, int64_t norm, double lo, double hi, at::Tensor out) {
   check_pgd_args(x_adv, grad, x0, step_size, eps, norm, lo, hi);
   check_same(out, "out", x_adv, "x_adv");
-  TORCH_CHECK(!out.is_same(x0), "gatfast: out must not be x0");
+  // The schema declares `out` as the only tensor written: it must not alias an input
+  // (gatfast.pgd_step copies for callers who pass out=x_adv).
+  TORCH_CHECK(!out.is_alias_of(x0) && !out.is_alias_of(x_adv) && !out.is_alias_of(grad),
+              "gatfast: pgd_step_out's out must not share memory with x_adv, grad or x0");
   if (out.is_contiguous()) {
     Step(contig(x_adv), contig(grad), contig(x0), step_size, eps, norm, lo, hi, out);
   } else {

@@ -77,3 +77,31 @@ def test_opcheck_cpp_ops(dtype):
     lc = torch.randn(4, 10, dtype=dtype, requires_grad=True)
     la = torch.randn(4, 10, dtype=dtype, requires_grad=True)
     _opcheck(ops.clean_adv_loss_fwd.default, (lc, la, torch.tensor([1, 2, 3, 9]), 0.5, True))
+
+
+@needs_cpp
+@pytest.mark.parametrize("alias", ["x_adv", "grad"])
+def test_pgd_step_into_its_input_calls_the_op_as_its_schema_declares(monkeypatch, alias):
+    """pgd_step(out=x_adv) must not hand the op an `out` that aliases an input (the
+    schema declares no such alias): it runs the functional op and copies. Every op call
+    it makes is recorded and passes opcheck; the op itself refuses the alias."""
+    from gatfast.ops import _CPP_IMPL
+    calls = []
+    for attr in ("_pgd", "_pgd_out"):
+        op = getattr(_CPP_IMPL, attr).default
+        monkeypatch.setattr(_CPP_IMPL, attr, lambda *a, _op=op: (calls.append((_op, a)), _op(*a))[1])
+    x0 = torch.rand(4, 3, 5)
+    x_adv = (x0 + 0.05 * torch.randn_like(x0)).clamp(0, 1)
+    grad = torch.randn_like(x0)
+    expected = gatfast.pgd_step(x_adv, grad, x0, 0.1, 0.2, "l2")
+    target = {"x_adv": x_adv, "grad": grad}[alias].clone()
+    args = (target, grad, x0) if alias == "x_adv" else (x_adv, target, x0)
+    with gatfast.use_backend("cpp"):
+        calls.clear()
+        result = gatfast.pgd_step(*args, 0.1, 0.2, "l2", out=target)
+    assert result is target
+    torch.testing.assert_close(target, expected)
+    assert [op for op, _ in calls] == [torch.ops.gatfast.pgd_step.default]
+    _opcheck(*calls[0])
+    with pytest.raises(RuntimeError, match="out must not share memory"):
+        torch.ops.gatfast.pgd_step_out(x_adv, grad, x0, 0.1, 0.2, 2, 0.0, 1.0, x_adv)

@@ -109,8 +109,8 @@ def perturb_with_norm(x, delta, eps, norm, lo=0.0, hi=1.0, grad_scale=1.0):
 def pgd_step(x_adv, grad, x0, step_size, eps, norm, lo=0.0, hi=1.0, out=None) -> torch.Tensor:
     """One PGD ascent step: linf moves by step_size * sign(grad), l2 by step_size *
     grad / ||grad||_2 (a zero gradient does not move); the result is projected onto
-    the eps-ball around x0 and into [lo, hi]. No autograd. `out` (may be x_adv itself,
-    not x0) receives the result in place, for CUDA graphs."""
+    the eps-ball around x0 and into [lo, hi]. No autograd. `out` receives the result in
+    place (for CUDA graphs); it may be x_adv itself, but not x0."""
     _checks.tensor(x_adv, "x_adv")
     _checks.like(grad, "grad", x_adv, "x_adv")
     _checks.like(x0, "x0", x_adv, "x_adv")
@@ -120,10 +120,19 @@ def pgd_step(x_adv, grad, x0, step_size, eps, norm, lo=0.0, hi=1.0, out=None) ->
     lo, hi = _checks.box(lo, hi)
     if out is not None:
         _checks.like(out, "out", x_adv, "x_adv")
-        if out is x0:
-            raise ValueError("out must not be x0: the step reads x0 after writing out")
+        if _shares_memory(out, x0):
+            raise ValueError("out must not share memory with x0: the step reads x0 after writing out")
     with torch.no_grad():
+        if out is not None and (_shares_memory(out, x_adv) or _shares_memory(out, grad)):
+            # The ops' schemas declare `out` as their only written tensor; writing into an
+            # input would be an alias they do not declare (and torch.compile, functionalization
+            # and opcheck rely on the schema), so the step goes to a new tensor and is copied.
+            return out.copy_(_impl(x_adv).pgd_step(x_adv, grad, x0, step_size, eps, norm, lo, hi, None))
         return _impl(x_adv).pgd_step(x_adv, grad, x0, step_size, eps, norm, lo, hi, out)
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def clean_adv_loss(logits_clean, logits_adv, target, alpha=0.5):

@@ -75,6 +75,8 @@ def pgd_step(x_adv: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, step_siz
 @triton_op("gatfast::triton_pgd_step_out", mutates_args={"out"})
 def pgd_step_out(x_adv: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, step_size: float, eps: float,
                  norm: int, lo: float, hi: float, out: torch.Tensor) -> None:
+    # `out` must not alias an input (the schema does not declare it): gatfast.pgd_step
+    # copies for callers who pass out=x_adv. No check here: it would meet fake tensors.
     if out.is_contiguous():
         _launch_pgd(x_adv, grad, x0, step_size, eps, norm, lo, hi, out)
     else:
