@@ -31,7 +31,7 @@ _HELP = {
     "generator_steps": "gat: generator applications per batch, each on a fresh gradient",
     "generator_updates": "gat: generator updates per classifier update",
     "latent_dim": "gat: size of the random code fed to the generator (0: none)",
-    "eval_pgd_steps": "PGD steps of the final check on the test split (0: skip it)",
+    "eval_pgd_steps": "steps of the final PGD check on the test split, the same attack as eval's PGD (0: skip it)",
     "device": "auto (a GPU when torch sees one), cpu, cuda or cuda:N",
 }
 

@@ -129,6 +129,12 @@ def test_load_run_gives_the_trained_models(tmp_path):
     from gatfast.train import data
     x, y = data.load_dataset("digits").test.tensors
     assert train.accuracy(run.classifier, x, y) == summary["robustness"]["clean"]
+    # One PGD, one meaning: summary.json's PGD-5 is the evaluation suite's PGD-5 (best
+    # iterate, APGD's step size), not the training methods' last-iterate pgd.
+    from gatfast import attacks
+    evaluated = attacks.PGD(run.classifier, eps=0.1, steps=5)
+    assert float(attacks.correct(run.classifier, evaluated(x, y), y).float().mean()) == summary["robustness"]["pgd5"]
+    assert "PGD-5 (linf, eps 0.1, 5 steps, APGD's adaptive step size" in summary["threat_model"]
     with pytest.raises(ConfigError, match="not a gatfast run folder"):
         train.load_run(tmp_path / "nothing")
 

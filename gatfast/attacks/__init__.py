@@ -9,10 +9,11 @@
   published settings (autoattack.py); `FAB`, `Square`: through torchattacks (external.py);
 - `Transfer`: PGD on a separately trained surrogate (transfer.py).
 
-`pgd` (a function) is the training methods' plain PGD.
+`pgd` (a function) is the training methods' plain PGD (last iterate, fixed step); it
+never reports robustness: every reported PGD figure, summary.json's included, is `PGD`.
 """
 
-from gatfast.attacks.base import Attack, evaluating, frozen, margin_loss
+from gatfast.attacks.base import Attack, correct, evaluating, frozen, margin_loss
 from gatfast.attacks.cw import CW
 from gatfast.attacks.apgd import APGD
 from gatfast.attacks.autoattack import AutoAttack
@@ -21,5 +22,5 @@ from gatfast.attacks.gradient import FGSM, PGD, pgd
 from gatfast.attacks.transfer import Transfer
 from gatfast.ops.ball import random_start
 
-__all__ = ["APGD", "Attack", "AutoAttack", "CW", "FAB", "FGSM", "PGD", "Square", "Transfer", "evaluating", "frozen",
-           "margin_loss", "pgd", "random_start"]
+__all__ = ["APGD", "Attack", "AutoAttack", "CW", "FAB", "FGSM", "PGD", "Square", "Transfer", "correct", "evaluating",
+           "frozen", "margin_loss", "pgd", "random_start"]

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from gatfast._version import __version__
-from gatfast.attacks import pgd
+from gatfast import attacks
 from gatfast.ops import backends
 from gatfast.train import data, distributed, methods
 from gatfast.train.build import build_classifier, build_method
@@ -117,27 +117,23 @@ def accuracy(model, x, y, batch_size=500):
     return correct / len(y)
 
 
+def closing_attacks(model, config: TrainConfig, progress: bool = False) -> list:
+    """The closing check's attacks: the evaluation suite's own FGSM and PGD classes (PGD
+    with APGD's step size, best iterate, seed 0), so that summary.json's PGD-k means what
+    `gatfast eval`'s PGD-k means; never the training methods' last-iterate `pgd`."""
+    common = {"eps": config.eps, "norm": config.norm, "batch_size": 500, "progress": progress}
+    return [("fgsm", attacks.FGSM(model, **common)),
+            (f"pgd{config.eval_pgd_steps}", attacks.PGD(model, steps=config.eval_pgd_steps, **common))]
+
+
 def robustness(model, ds: data.DatasetSplits, config: TrainConfig, device, progress=True) -> dict:
-    """Clean, FGSM and PGD-k (k = eval_pgd_steps, step 2.5 eps / k, random start) accuracy on
-    the test split, model in eval mode. The full attack suite is `gatfast eval`."""
+    """Clean, FGSM and PGD-k (k = eval_pgd_steps) accuracy on the test split, deployed
+    model (eval mode): see closing_attacks. The full attack suite is `gatfast eval`."""
     model.eval()
     x, y = (t.to(device) for t in ds.test.tensors)
     out = {"clean": accuracy(model, x, y)}
-    attacks = [("fgsm", 1, config.eps, False), (f"pgd{config.eval_pgd_steps}", config.eval_pgd_steps, None, True)]
-    bar = _progress(len(attacks) * math.ceil(len(y) / 500), "evaluate", progress)
-    for name, steps, step_size, random_init in attacks:
-        correct = 0
-        for i in range(0, len(y), 500):
-            xb, yb = x[i:i + 500], y[i:i + 500]
-            x_adv = pgd(model, xb, yb, eps=config.eps, norm=config.norm, steps=steps, step_size=step_size,
-                        random_init=random_init, rng=torch.Generator(device).manual_seed(i))
-            with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == yb).sum())
-            if bar:
-                bar.update()
-        out[name] = correct / len(y)
-    if bar:
-        bar.close()
+    for name, attack in closing_attacks(model, config, progress):
+        out[name] = float(attacks.correct(model, attack(x, y), y).float().mean())
     return out
 
 
@@ -383,9 +379,8 @@ def _finish(s: _Session, epoch: int, stop_reason: str | None, wall: float, log) 
         log(stop_reason)
     if config.eval_pgd_steps and s.procs.main:
         summary["robustness"] = robustness(s.classifier, s.ds, config, s.device, config.progress)
-        summary["threat_model"] = (f"white box, {config.norm} eps {config.eps:g}, test split of {config.dataset} "
-                                   f"({len(s.ds.test)} images); FGSM and PGD-{config.eval_pgd_steps} with CE loss, "
-                                   f"one random start")
+        summary["threat_model"] = (f"white box, test split of {config.dataset} ({len(s.ds.test)} images): "
+                                   + "; ".join(a.describe() for _, a in closing_attacks(s.classifier, config)))
     if s.procs.main:
         write_json(s.out / "summary.json", summary)
     return summary
