@@ -9,6 +9,7 @@ import torch
 
 from gatfast import cli, train
 from gatfast.evaluation import suite as evaluate
+from gatfast.evaluation import sweep
 from gatfast.train import TrainConfig
 
 FAST = dict(n=120, n_slow=40, pgd_steps=10, check_factor=3, sweep=(0.0, 0.05, 0.1, 0.2, 1.0), sweep_steps=10,
@@ -202,6 +203,10 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
     assert all(len(r["clean"]) == 2 for r in report["rows"])
     md = (out / "report.md").read_text()
     assert "| standard | 2 |" in md and "±" in md
+    # each column says on how many images it ran (no slow attack here: the worst case saw all 120)
+    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    assert "| clean (120 images) | FGSM (120 images) | PGD-10 (120 images) |" in header
+    assert "| AutoAttack (not run) | clean (120 images) | worst case (120 images) |" in header
     for png in ("robust_vs_eps.png", "clean_vs_robust.png", "train_time.png"):
         assert (out / png).stat().st_size > 1000
     # A third run does nothing but the report.
@@ -226,3 +231,24 @@ def test_readme_load_run_works_from_the_top(runs):
     assert not run.classifier.training and run.config.dataset == "digits"
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         gatfast.nothing
+
+
+def test_sweep_report_says_how_many_images_each_column_ran_on():
+    """The worst case runs on the first n_slow images while PGD runs on n: each header says
+    its count, and the worst case has the clean accuracy on its own images beside it."""
+    row = {"dataset": "digits", "method": "gat", "seeds": [0, 1], "eps": 0.1, "clean": [0.9, 0.92],
+           "clean_images": [359, 359], "attacks": {"pgd": {"name": "PGD-100", "values": [0.6, 0.62],
+                                                           "images": [359, 359]}},
+           "autoattack": [0.55, 0.57], "autoattack_images": [100, 100], "worst_case": [0.5, 0.52],
+           "worst_case_clean": [0.95, 0.97], "worst_case_images": [100, 100], "wall_s": [10.0, 11.0],
+           "sweep": {}, "failed_checks": []}
+    md = sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"], "seeds": [0, 1]})
+    header, rule, line = [l for l in md.splitlines() if l.startswith("|")]
+    assert header == ("| method | seeds | clean (359 images) | PGD-100 (359 images) | AutoAttack (100 images) "
+                      "| clean (100 images) | worst case (100 images) | train time (s) | failed checks |")
+    assert rule.count("|---") == header.count("|") - 1
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2].startswith("91.0") and cells[5].startswith("96.0") and cells[6].startswith("51.0")
+    row["worst_case_images"] = [100, 80]
+    assert "worst case (80-100 images)" in sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"],
+                                                                       "seeds": [0, 1]})

@@ -163,9 +163,11 @@ def report(out) -> dict:
             for c in group:  # the suite's own rows; AutoAttack's cascade and the checks' attacks
                 for key, r in c["eval"]["attacks"].items():  # live in AutoAttack and the worst case
                     if r.get("role", "suite") == "suite":
-                        attacks.setdefault(key, {"name": r["name"], "values": []})["values"].append(r["accuracy"])
-            autoattack = [c["eval"]["autoattack"]["accuracy"] for c in group if c["eval"].get("autoattack")]
-            worst = [c["eval"]["worst_case"]["accuracy"] for c in group if c["eval"]["worst_case"]]
+                        row = attacks.setdefault(key, {"name": r["name"], "values": [], "images": []})
+                        row["values"].append(r["accuracy"])
+                        row["images"].append(r["n"])
+            with_aa = [c["eval"]["autoattack"] for c in group if c["eval"].get("autoattack")]
+            with_worst = [c["eval"]["worst_case"] for c in group if c["eval"]["worst_case"]]
             sweep = {}
             for c in group:
                 for p in c["eval"]["sweep"]:
@@ -175,9 +177,14 @@ def report(out) -> dict:
                 "dataset": d, "method": m, "seeds": sorted(s for (cd, cm, s) in cells if cd == d and cm == m),
                 "eps": group[0]["eval"]["eps"],
                 "clean": [c["eval"]["clean"] for c in group],
+                "clean_images": [c["eval"]["n"] for c in group],
                 "attacks": {k: v for k, v in attacks.items()},
-                "autoattack": autoattack,
-                "worst_case": worst,
+                "autoattack": [a["accuracy"] for a in with_aa],
+                "autoattack_images": [a["n"] for a in with_aa],
+                # the worst case runs on the first n_slow images: its own clean accuracy is beside it
+                "worst_case": [w["accuracy"] for w in with_worst],
+                "worst_case_clean": [w["clean"] for w in with_worst],
+                "worst_case_images": [w["n"] for w in with_worst],
                 "wall_s": [c["wall_s"] for c in group if c["wall_s"] is not None],
                 "sweep": {e: v for e, v in sorted(sweep.items())},
                 "failed_checks": failed,
@@ -196,7 +203,9 @@ def _markdown(rows, missing, spec) -> str:
              f"seeds {', '.join(map(str, spec['seeds']))}. Accuracies in % on each dataset's test split, "
              "mean ± std over the seeds that finished; clean accuracy beside every robust one. The worst case "
              "(the headline) is per image over every attack of the threat model, AutoAttack's and the sanity "
-             "checks' included; each cell's eval.json says on how many images each attack ran.", ""]
+             "checks' included, so it runs on the images every attack saw (the first n_slow): its column "
+             "has the clean accuracy on those images beside it. Each column's header says on how many "
+             "test images it ran.", ""]
     for d in spec["datasets"]:
         group = [r for r in rows if r["dataset"] == d]
         if not group:
@@ -205,15 +214,21 @@ def _markdown(rows, missing, spec) -> str:
         for r in group:
             keys += [k for k in r["attacks"] if k not in keys]
         names = {k: next(r["attacks"][k]["name"] for r in group if k in r["attacks"]) for k in keys}
+        images = {k: [n for r in group if k in r["attacks"] for n in r["attacks"][k]["images"]] for k in keys}
+        aa_images = [n for r in group for n in r["autoattack_images"]]
+        worst_images = [n for r in group for n in r["worst_case_images"]]
+        clean_images = [n for r in group for n in r["clean_images"]]
         lines += [f"## {d} (eps {group[0]['eps']:g})", "",
-                  "| method | seeds | clean | " + " | ".join(names[k] for k in keys) +
-                  " | AutoAttack | worst case | train time (s) | failed checks |",
-                  "|---" * (7 + len(keys)) + "|"]
+                  f"| method | seeds | clean ({_images(clean_images)}) | " +
+                  " | ".join(f"{names[k]} ({_images(images[k])})" for k in keys) +
+                  f" | AutoAttack ({_images(aa_images)}) | clean ({_images(worst_images)}) "
+                  f"| worst case ({_images(worst_images)}) | train time (s) | failed checks |",
+                  "|---" * (8 + len(keys)) + "|"]
         for r in group:
             cols = [_fmt(r["attacks"][k]["values"]) if k in r["attacks"] else "-" for k in keys]
             lines.append(f"| {r['method']} | {len(r['seeds'])} | {_fmt(r['clean'])} | " + " | ".join(cols) +
-                         f" | {_fmt(r['autoattack'])} | {_fmt(r['worst_case'])} | {_fmt(r['wall_s'], 1.0, 0)} | "
-                         f"{', '.join(r['failed_checks']) or 'none'} |")
+                         f" | {_fmt(r['autoattack'])} | {_fmt(r['worst_case_clean'])} | {_fmt(r['worst_case'])} "
+                         f"| {_fmt(r['wall_s'], 1.0, 0)} | {', '.join(r['failed_checks']) or 'none'} |")
         lines.append("")
     if missing:
         lines += ["## Missing cells", ""]
@@ -221,6 +236,15 @@ def _markdown(rows, missing, spec) -> str:
         lines.append("")
     lines += ["Plots: robust_vs_eps.png, clean_vs_robust.png, train_time.png.", ""]
     return "\n".join(lines)
+
+
+def _images(counts) -> str:
+    """How many test images a column ran on: "1000 images", the range where the seeds
+    differ, or "not run"."""
+    if not counts:
+        return "not run"
+    lo, hi = min(counts), max(counts)
+    return f"{lo} images" if lo == hi else f"{lo}-{hi} images"
 
 
 def _plots(rows, out: Path):
