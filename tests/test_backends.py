@@ -61,7 +61,7 @@ def test_auto_picks_cpp_for_cpu_tensors():
 
 def test_auto_uses_a_cuda_backend_for_cuda_tensors():
     with gatfast.use_backend("auto"):
-        expected = "cuda" if backends.cuda_built() else ("triton" if backends.triton_installed() else "torch")
+        expected = "cuda" if backends.cuda_built() else ("triton" if backends.triton_error() is None else "torch")
         assert backends.resolve(torch.device("cuda")) == expected
     info = gatfast.build_info()
     assert info["auto_on_cuda"] == expected and info["auto_on_cuda_why"]
@@ -74,14 +74,14 @@ def test_auto_on_cuda_takes_only_a_backend_a_gpu_run_has_proven(monkeypatch):
     assert [name for name, _ in backends.GPU_PROVEN] == ["cuda", "triton"]
     assert all(results in why for _, why in backends.GPU_PROVEN)
     assert (Path(__file__).resolve().parent.parent / results).exists()
-    for cuda_built, triton_installed, expected in [(True, True, "cuda"), (True, False, "cuda"),
-                                                   (False, True, "triton"), (False, False, "torch")]:
+    for cuda_built, triton_loaded, expected in [(True, True, "cuda"), (True, False, "cuda"),
+                                                (False, True, "triton"), (False, False, "torch")]:
         monkeypatch.setattr(backends, "_CUDA_BUILT", cuda_built)
-        monkeypatch.setattr(backends, "_TRITON_INSTALLED", triton_installed)
+        monkeypatch.setattr(backends, "_TRITON_LOADED", triton_loaded)
         assert backends._auto_for_cuda()[0] == expected
     monkeypatch.setattr(backends, "GPU_PROVEN", ())
     monkeypatch.setattr(backends, "_CUDA_BUILT", True)
-    monkeypatch.setattr(backends, "_TRITON_INSTALLED", True)
+    monkeypatch.setattr(backends, "_TRITON_LOADED", True)
     name, why = backends._auto_for_cuda()
     assert name == "triton" and "no proven GPU backend" in why
 
@@ -127,3 +127,37 @@ def test_missing_extension_gives_a_build_hint(monkeypatch):
         backends.resolve(torch.device("cpu"))
     with gatfast.use_backend("auto"):
         assert backends.resolve(torch.device("cpu")) == "torch"
+
+
+BROKEN_KERNELS = """
+import sys
+sys.modules["gatfast.ops.kernels"] = None  # importing it now raises ImportError, as a broken install would
+import torch, gatfast
+from gatfast.ops import backends
+info = gatfast.build_info()
+assert "triton" not in gatfast.available_backends(), info
+assert info["triton_kernels"].startswith("not loaded (gatfast.ops.kernels failed to load: ModuleNotFoundError"), info
+backends._CUDA_BUILT = False
+name, why = backends._auto_for_cuda()
+assert name == "torch" and "triton is not loaded" in why, (name, why)
+x = torch.rand(2, 3)
+gatfast.project(x, 0.1, "linf")  # auto on the CPU is untouched
+with gatfast.use_backend("triton"):
+    try:
+        gatfast.project(x, 0.1, "linf")
+    except RuntimeError as e:
+        assert "backend 'triton' cannot run: gatfast.ops.kernels failed to load" in str(e), e
+    else:
+        raise AssertionError("the triton backend ran without its kernels")
+print("ok")
+"""
+
+
+def test_auto_never_picks_triton_kernels_that_failed_to_load():
+    """triton installed but gatfast's kernels failing to import: auto (on CUDA tensors too)
+    must not choose triton, available_backends() must not list it, and choosing it by name
+    gives the import error."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", BROKEN_KERNELS], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

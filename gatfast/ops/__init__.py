@@ -39,19 +39,10 @@ class _ReferenceImpl:
         return reference.clean_adv_loss(logits_clean, logits_adv, target, alpha)
 
 
-def _load_triton():
-    """The triton backend's adapter, or why it cannot load. Loaded at import so that
-    torch.compile never meets an import inside a traced function."""
-    if "triton" not in backends.available_backends():
-        return None, "triton is not usable here (no CUDA device and TRITON_INTERPRET is not 1)"
-    try:
-        from gatfast.ops import _triton_ops
-    except Exception as e:  # a broken triton install must not break gatfast itself
-        return None, f"gatfast.ops.kernels failed to load: {e}"
-    return _triton_ops.impl, None
-
-
-_TRITON_IMPL, _TRITON_ERROR = _load_triton()
+# Triton's adapter, where backends loaded the kernels (a GPU, or the interpreter).
+_TRITON_IMPL = None
+if backends.triton_error() is None:
+    from gatfast.ops._triton_ops import impl as _TRITON_IMPL
 _CPP_IMPL = None
 if backends.cpp_built():
     from gatfast.ops._cpp_ops import impl as _CPP_IMPL
@@ -63,8 +54,6 @@ def _impl(t: torch.Tensor):
         return _ReferenceImpl
     if name in ("cpp", "cuda"):
         return _CPP_IMPL
-    if _TRITON_IMPL is None:
-        raise RuntimeError(f"backend 'triton' cannot run: {_TRITON_ERROR}")
     if t.dtype == torch.float64:
         raise TypeError("the triton backend takes float32, float16 or bfloat16 tensors, got float64: "
                         "use the cpp, cuda or torch backend for float64")

@@ -3,10 +3,10 @@
 The choice is process-wide: the GATFAST_BACKEND environment variable sets it at
 import, `use_backend(name)` changes it for a block, `set_backend(name)` for good.
 `auto` takes, for CPU tensors, the C++ CPU kernels (else plain torch) and, for CUDA
-tensors, the first GPU backend built here that a GPU run has shown to pass every gpu
-test (GPU_PROVEN, with where its results are); were none shown, Triton (whose exact
-source the CPU tests run under the interpreter), else plain torch. `build_info()` says
-which and why.
+tensors, the first GPU backend built and loaded here that a GPU run has shown to pass
+every gpu test (GPU_PROVEN, with where its results are); were none shown, Triton (whose
+exact source the CPU tests run under the interpreter) if its kernels loaded, else plain
+torch. `build_info()` says which and why.
 """
 
 from __future__ import annotations
@@ -64,15 +64,38 @@ _CUDA_BUILT = _CPP_BUILT and bool(torch.ops.gatfast.cuda_built())
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
+def _load_triton() -> str | None:
+    """Import gatfast's Triton kernels where triton can run (CUDA, or the interpreter on
+    the CPU); None, or why they are not loaded. A broken triton install must not break
+    gatfast: it only takes triton out of what `auto` and available_backends() offer."""
+    if not _TRITON_INSTALLED:
+        return "the triton package is not installed"
+    if not (torch.cuda.is_available() or triton_interpreted()):
+        return "no CUDA device, and TRITON_INTERPRET is not 1"
+    try:
+        from gatfast.ops import _triton_ops  # noqa: F401
+    except Exception as e:
+        return f"gatfast.ops.kernels failed to load: {type(e).__name__}: {e}"
+    return None
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+_TRITON_ERROR = _load_triton()
+_TRITON_LOADED = _TRITON_ERROR is None
+
+
 def _auto_for_cuda() -> tuple[str, str]:
-    """The backend `auto` runs on CUDA tensors, and why."""
-    built = {"cuda": _CUDA_BUILT, "triton": _TRITON_INSTALLED}
+    """The backend `auto` runs on CUDA tensors, and why: only one that loaded."""
+    loaded = {"cuda": _CUDA_BUILT, "triton": _TRITON_LOADED}
     for name, evidence in GPU_PROVEN:
-        if built[name]:
+        if loaded[name]:
             return name, evidence
-    if _TRITON_INSTALLED:
+    if _TRITON_LOADED:
         return "triton", "no proven GPU backend is built here; triton's source runs in every CPU test"
-    return "torch", "neither the CUDA kernels nor triton are installed"
+    return "torch", f"the CUDA kernels are not built and triton is not loaded ({_TRITON_ERROR})"
 
 
 _AUTO_CUDA, _AUTO_CUDA_WHY = _auto_for_cuda()
@@ -95,8 +118,9 @@ def triton_installed() -> bool:
     return _TRITON_INSTALLED
 
 
-def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+def triton_error() -> str | None:
+    """Why gatfast's Triton kernels are not loaded here, or None when they are."""
+    return _TRITON_ERROR
 
 
 def available_backends() -> list[str]:
@@ -106,7 +130,7 @@ def available_backends() -> list[str]:
         names.append("cpp")
     if cuda_built() and torch.cuda.is_available():
         names.append("cuda")
-    if triton_installed() and (torch.cuda.is_available() or triton_interpreted()):
+    if _TRITON_LOADED:
         names.append("triton")
     return names
 
@@ -122,6 +146,7 @@ def build_info() -> dict:
         "cuda_available": torch.cuda.is_available(),
         "triton_installed": triton_installed(),
         "triton_interpreted": triton_interpreted(),
+        "triton_kernels": "loaded" if _TRITON_LOADED else f"not loaded ({_TRITON_ERROR})",
         "available_backends": available_backends(),
         "backend": _current,
         "auto_on_cuda": _AUTO_CUDA,
@@ -181,4 +206,6 @@ def resolve(device: torch.device) -> str:
         )
     if kind not in ("cpu", "cuda"):
         raise RuntimeError(f"backend 'triton' runs on CUDA tensors; got {device}")
+    if not _TRITON_LOADED:
+        raise RuntimeError(f"backend 'triton' cannot run: {_TRITON_ERROR}")
     return name
