@@ -104,9 +104,11 @@ def _cmd_train(args) -> int:
         raise train_mod.ConfigError("--resume continues the saved configuration; it cannot take --recipe")
     config = _config_from(args)
     if args.resume:
+        if not (Path(args.out) / train_mod.CHECKPOINT).is_file():
+            raise train_mod.ConfigError(f"--resume: {args.out} holds no checkpoint to resume from")
         saved = train_mod.load_config(args.out)
-        config = dataclasses.replace(saved, epochs=args.epochs or saved.epochs, progress=config.progress,
-                                     device=args.device or saved.device)
+        config = dataclasses.replace(saved, epochs=saved.epochs if args.epochs is None else args.epochs,
+                                     progress=config.progress, device=args.device or saved.device)
         given = [f.name for f in dataclasses.fields(train_mod.TrainConfig)
                  if f.name not in ("epochs", "device") and getattr(args, f.name, None) is not None
                  and getattr(args, f.name) != getattr(saved, f.name)]
@@ -127,6 +129,7 @@ def _cmd_bench(args) -> int:
     from gatfast.bench import step as bench
     if args.iters < 1 or args.warmup < 0:
         raise train_mod.ConfigError("--iters must be >= 1 and --warmup >= 0")
+    _folder_or_new(args.out, "--out")
     device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
     cases = [_bench_case(c) for c in args.case] or None
     variants = list(_list(args.variants, str, "--variants")) or None
@@ -212,9 +215,23 @@ def _eval_config_from(args, skip=()):
     return suite.EvalConfig(**values)
 
 
+def _folder_or_new(path, flag: str) -> None:
+    """An output folder flag: a folder, or nothing yet; never a file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise train_mod.ConfigError(f"{flag}: {path} is a file, not a folder")
+
+
+def _existing_folder(path, flag: str) -> None:
+    if path is not None and not Path(path).is_dir():
+        raise train_mod.ConfigError(f"{flag}: {path} is not a folder")
+
+
 def _cmd_eval(args) -> int:
     from gatfast.evaluation import suite
     device = str(train_mod.resolve_device(args.device))
+    _existing_folder(args.data_root, "--data-root")
+    if args.attacks is not None and "transfer" in _list(args.attacks, str, "--attacks") and args.surrogate is None:
+        raise train_mod.ConfigError("--attacks transfer needs --surrogate OTHER_RUN (a separately trained run)")
     report = suite.evaluate_run(args.run_dir, _eval_config_from(args), surrogate_dir=args.surrogate,
                                    device=device, data_root=args.data_root, progress=not args.no_progress,
                                    log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -232,6 +249,8 @@ _SWEEP_TRAIN_OPTIONS = ("epochs", "batch_size", "model", "norm", "lr", "train_si
 
 def _cmd_sweep(args) -> int:
     from gatfast.evaluation import sweep
+    train_mod.resolve_device(args.device)
+    _folder_or_new(args.out, "--out")
     datasets = _list(args.datasets, str, "--datasets")
     options = {k: getattr(args, k) for k in _SWEEP_TRAIN_OPTIONS if getattr(args, k, None) is not None}
     spec = sweep.SweepSpec(datasets=datasets, methods=_list(args.methods, str, "--methods"),
@@ -258,6 +277,9 @@ def _cmd_bench_pgd(args) -> int:
     from gatfast.bench import attacks as bench_pgd
     if args.steps < 1 or args.rounds < 1:
         raise train_mod.ConfigError("--steps and --rounds must be >= 1")
+    _folder_or_new(args.out, "--out")
+    for run in args.run:
+        train_mod.load_config(run)  # a run folder, or the error that says it is not
     bench_pgd.run(args.run, str(train_mod.resolve_device(args.device)), steps=args.steps, rounds=args.rounds, out_dir=args.out)
     print(f"wrote {args.out}/pgd-*.json and .md")
     return 0
@@ -267,6 +289,8 @@ def _cmd_bench_autoattack(args) -> int:
     from gatfast.bench import attacks as bench_pgd
     if args.n < 1:
         raise train_mod.ConfigError(f"--n must be >= 1, got {args.n}")
+    _folder_or_new(args.out, "--out")
+    train_mod.load_config(args.run_dir)
     variants = _list(args.variants, str, "--variants")
     unknown = [v for v in variants if v not in bench_pgd.AUTOATTACK_VARIANTS]
     if unknown:
@@ -278,8 +302,20 @@ def _cmd_bench_autoattack(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a parse error as one line that names the flag (not a usage dump of
+    every flag; `--help` has that). Subcommands inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # a mistyped --epoch is an error, not --epochs
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gatfast", description="Fast, honest GAN-based adversarial training.")
+    parser = _Parser(prog="gatfast", description="Fast, honest GAN-based adversarial training.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train a classifier with one method into a run folder")
     _add_config_arguments(p)
@@ -366,7 +402,10 @@ def _eval_error():
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a parse error (2, its line printed) or --help (0)
+        return e.code
     try:
         return args.func(args)
     except (train_mod.ConfigError, _eval_error()) as e:

@@ -140,7 +140,7 @@ def test_eval_command_writes_report_and_plot(runs, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--attacks", "pgd,deepfool"], "unknown attack 'deepfool'"),
+    (["--attacks", "pgd,deepfool"], "attacks: unknown 'deepfool'"),
     (["--pgd-steps", "0"], "pgd_steps must be an int >= 1"),
     (["--eps", "8"], "did you mean 8/255"),
     (["--sweep", "0.1,2"], "sweep eps must be in [0, 1]"),
@@ -218,7 +218,7 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
 
 def test_sweep_bad_input(tmp_path, capsys):
     assert cli.main(["sweep", "--datasets", "digits,imagenet", "--out", str(tmp_path / "s")]) == 2
-    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    assert "datasets: unknown 'imagenet'" in capsys.readouterr().err
     assert cli.main(["sweep", "--datasets", "digits", "--eps", "mnist5k=0.3", "--out", str(tmp_path / "s")]) == 2
     assert "no eps for digits" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()

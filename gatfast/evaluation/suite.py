@@ -83,7 +83,9 @@ class EvalConfig:
     def validate(self, norm: str) -> "EvalConfig":
         unknown = [a for a in self.attacks if a not in ATTACKS and a not in GROUPS]
         if unknown:
-            raise EvalError(f"unknown attack {unknown[0]!r}; choose from {', '.join(ATTACKS + tuple(GROUPS))}")
+            raise EvalError(f"attacks: unknown {unknown[0]!r}; choose from {', '.join(ATTACKS + tuple(GROUPS))}")
+        if not self.attacks:
+            raise EvalError("attacks: name at least one attack")
         for name in ("n", "n_slow", "pgd_steps", "pgd_restarts", "autoattack_steps", "check_factor",
                      "check_restarts", "sweep_steps", "cw_steps", "cw_search_steps", "square_queries",
                      "transfer_steps", "attack_batch_size", "n_autoattack"):
@@ -92,6 +94,11 @@ class EvalConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EvalError(f"{name} must be an int >= 1, got {value!r}")
+        if self.n_autoattack is not None and self.n_autoattack > self.n:
+            raise EvalError(f"n_autoattack ({self.n_autoattack}) must not exceed n ({self.n}): "
+                            f"AutoAttack runs on the first n_autoattack of the n images")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise EvalError(f"seed must be an int >= 0, got {self.seed!r}")
         if not (isinstance(self.check_alpha, (int, float)) and 0 < self.check_alpha < 1):
             raise EvalError(f"check_alpha must be in (0, 1), got {self.check_alpha!r}")
         for name in ("eps", "cw_budget", "pgd_step_size"):

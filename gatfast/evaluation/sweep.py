@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gatfast import train
 from gatfast.evaluation import plots, suite
-from gatfast.train import runs
+from gatfast.train import data, methods, runs
 
 
 @dataclasses.dataclass
@@ -67,8 +67,20 @@ def cell_config(spec: SweepSpec, dataset: str, method: str, seed: int) -> train.
 
 def validate(spec: SweepSpec) -> None:
     """Every cell's config and the eval settings, before anything runs."""
-    if not (spec.datasets and spec.methods and spec.seeds):
-        raise train.ConfigError("a sweep needs at least one dataset, one method and one seed")
+    for flag, values, known in (("datasets", spec.datasets, tuple(data.DATASETS)),
+                                ("methods", spec.methods, tuple(methods.METHODS))):
+        if not values:
+            raise train.ConfigError(f"{flag}: name at least one")
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise train.ConfigError(f"{flag}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
+    if not spec.seeds:
+        raise train.ConfigError("seeds: name at least one")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in spec.seeds):
+        raise train.ConfigError(f"seeds must be integers >= 0, got {', '.join(map(str, spec.seeds))}")
+    extra = sorted(set(spec.eps) - set(spec.datasets))
+    if extra:
+        raise train.ConfigError(f"eps names {', '.join(extra)}, which --datasets does not")
     for d, m, s in spec.cells():
         cell_config(spec, d, m, s).validate()
     spec.eval_config.validate(spec.train_options.get("norm", "linf"))  # one norm for every cell

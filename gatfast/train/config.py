@@ -5,6 +5,8 @@ exits with 2)."""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +126,7 @@ class TrainConfig:
                      "generator_width", "max_nonfinite"):
             rule(checks.count, getattr(self, name), name,
                  message=f"{name.replace('_', '-')} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("eval_pgd_steps", "train_size", "latent_dim"):
+        for name in ("eval_pgd_steps", "train_size", "latent_dim", "seed"):
             rule(checks.count, getattr(self, name), name, 0,
                  message=f"{name.replace('_', '-')} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "generator_lr"):
@@ -164,14 +166,28 @@ class TrainConfig:
              f"got {self.generator_input!r}")
         need(not self.single_pass or self.alpha < 1, "single-pass needs alpha < 1")
         choice("backend", self.backend, backends.BACKENDS)
+        check_device_name(self.device)
+        need(self.data_root is None or self.download or os.path.isdir(self.data_root),
+             f"data-root {self.data_root!r} is not a folder (--download creates it)")
         return self
 
 
+def check_device_name(name) -> str:
+    """auto, cpu, cuda or cuda:N; anything else is a ConfigError naming --device."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
+    """The torch device for a --device value, where this machine has it."""
+    if check_device_name(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU here")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
     return device
 

@@ -163,6 +163,8 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print, on_e
 def _settle_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     """The config to run: the one given for a new run (refusing a folder that holds one),
     or the saved one with `epochs` (and progress and device) from the one given."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} is a file, not a run folder")
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
@@ -207,6 +209,11 @@ def _device(config: TrainConfig, procs: distributed.Processes) -> torch.device:
         torch.cuda.set_device(device)
     if config.cuda_graph and device.type != "cuda":
         raise ConfigError("cuda-graph needs a CUDA device (--device cuda)")
+    with backends.use_backend(config.backend):
+        try:
+            backends.resolve(device)
+        except RuntimeError as e:
+            raise ConfigError(f"backend {config.backend!r} on device {device}: {e}") from None
     if config.batch_size < procs.world:
         raise ConfigError(f"batch-size {config.batch_size} is smaller than the {procs.world} processes")
     return device
