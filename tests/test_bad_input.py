@@ -247,3 +247,105 @@ def test_every_flag_is_walked():
 
 def test_the_walk_is_large():
     assert len(CASES) > 380  # the count the closing note reports
+
+
+# ---- the Python API: the same values, a TypeError or ValueError naming the argument ---------------
+
+COUNT_BAD = (0, -1, 1.5, "3", True, None)
+POSITIVE_BAD = (0, -1.0, math.nan, math.inf, "0.1", None)
+NONNEGATIVE_BAD = (-1.0, math.nan, math.inf, "1")
+SEED_BAD = (-1, 1.5, "0", None)
+
+
+def _api_objects():
+    from gatfast import attacks
+    from gatfast.gat import GATStep, PerturbationGenerator
+    from gatfast.train import methods
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    generator = PerturbationGenerator(1, 0.1, width=4, blocks=0)
+    opt = torch.optim.Adam(model.parameters())
+    opt_g = torch.optim.Adam(generator.parameters())
+    factories = {
+        "GATStep": lambda **kw: GATStep(*[kw.pop(k, v) for k, v in (("classifier", model), ("generator", generator),
+                                                                     ("opt_classifier", opt), ("opt_generator", opt_g))],
+                                        **{"eps": 0.1, **kw}),
+        "PerturbationGenerator": lambda **kw: PerturbationGenerator(kw.pop("in_channels", 1), kw.pop("eps", 0.1), **kw),
+        "Standard": lambda **kw: methods.Standard(kw.pop("classifier", model), kw.pop("optimizer", opt),
+                                                  **{"eps": 0.1, **kw}),
+        "PGDAT": lambda **kw: methods.PGDAT(model, opt, **{"eps": 0.1, **kw}),
+        "FGSMRS": lambda **kw: methods.FGSMRS(model, opt, **{"eps": 0.1, **kw}),
+        "TRADES": lambda **kw: methods.TRADES(model, opt, **{"eps": 0.1, **kw}),
+        "GAT": lambda **kw: methods.GAT(model, opt, generator, opt_g, **{"eps": 0.1, **kw}),
+        "FGSM": lambda **kw: attacks.FGSM(kw.pop("model", model), **{"eps": 0.1, **kw}),
+        "PGD": lambda **kw: attacks.PGD(model, **{"eps": 0.1, **kw}),
+        "APGD": lambda **kw: attacks.APGD(model, **{"eps": 0.1, **kw}),
+        "CW": lambda **kw: attacks.CW(model, **{"budget": 1.0, **kw}),
+        "AutoAttack": lambda **kw: attacks.AutoAttack(model, **{"eps": 0.1, **kw}),
+        "FAB": lambda **kw: attacks.FAB(model, **{"eps": 0.1, **kw}),
+        "Square": lambda **kw: attacks.Square(model, **{"eps": 0.1, **kw}),
+        "Transfer": lambda **kw: attacks.Transfer(model, kw.pop("surrogate", other), **{"eps": 0.1, **kw}),
+        "pgd": lambda **kw: attacks.pgd(model, torch.rand(2, 1, 8, 8), torch.tensor([1, 2]), **{"eps": 0.1, **kw}),
+    }
+    return factories
+
+
+EPS_BAD = POSITIVE_BAD + (2.0,)  # 2: beyond the [0, 1] pixel range for linf
+API_ARGS = {
+    "GATStep": {"classifier": ("model",), "generator": ("generator",), "eps": EPS_BAD, "norm": ("l3", None),
+                "alpha": (-0.1, 1.5, math.nan, "0.5"), "c_g": NONNEGATIVE_BAD, "generator_steps": COUNT_BAD,
+                "generator_updates": COUNT_BAD, "amp": ("fp32", 16)},
+    "PerturbationGenerator": {"in_channels": (0, -1, 1.5, "1"), "eps": POSITIVE_BAD, "bound": ("l3",),
+                              "input": ("pixels",), "width": COUNT_BAD, "blocks": (-1, 1.5, "2"),
+                              "latent_dim": (-1, 1.5, "2"), "resolution": ("quarter",)},
+    "Standard": {"classifier": ("model",), "optimizer": ("adam", None), "eps": EPS_BAD, "norm": ("l3",),
+                 "amp": ("fp32",)},
+    "PGDAT": {"steps": COUNT_BAD, "step_size": POSITIVE_BAD[:-1]},
+    "FGSMRS": {"step_scale": POSITIVE_BAD, "collapse": NONNEGATIVE_BAD + (2.0,)},
+    "TRADES": {"steps": COUNT_BAD, "step_size": POSITIVE_BAD[:-1], "beta": NONNEGATIVE_BAD},
+    "GAT": {"alpha": (-0.1, 1.5), "c_g": NONNEGATIVE_BAD, "generator_steps": COUNT_BAD,
+            "generator_updates": COUNT_BAD},
+    "FGSM": {"model": ("model", None), "eps": EPS_BAD, "norm": ("l3",), "batch_size": COUNT_BAD},
+    "PGD": {"steps": COUNT_BAD, "step_size": POSITIVE_BAD[:-1], "restarts": COUNT_BAD, "loss": ("dlr", None),
+            "amp": ("fp32",), "seed": SEED_BAD, "batch_size": COUNT_BAD},
+    "APGD": {"steps": COUNT_BAD, "restarts": COUNT_BAD, "loss": ("hinge",), "targets": (-1, 1.5),
+             "rho": (0, -0.5, 1.5, math.nan), "amp": ("fp32",), "seed": SEED_BAD},
+    "CW": {"budget": POSITIVE_BAD, "steps": COUNT_BAD, "search_steps": COUNT_BAD, "c": POSITIVE_BAD,
+           "lr": POSITIVE_BAD, "kappa": NONNEGATIVE_BAD},
+    "AutoAttack": {"n_classes": (1, 0, 1.5), "steps": COUNT_BAD, "square_queries": COUNT_BAD, "seed": SEED_BAD},
+    "FAB": {"n_classes": (1, 1.5), "steps": COUNT_BAD, "restarts": COUNT_BAD, "seed": SEED_BAD},
+    "Square": {"n_queries": COUNT_BAD, "restarts": COUNT_BAD, "seed": SEED_BAD},
+    "Transfer": {"surrogate": ("model", None), "steps": COUNT_BAD, "step_size": POSITIVE_BAD[:-1],
+                 "loss": ("dlr",), "seed": SEED_BAD},
+    "pgd": {"eps": POSITIVE_BAD, "norm": ("l3",), "steps": (-1, 1.5, "3"), "step_size": POSITIVE_BAD[:-1],
+            "loss": ("dlr",)},
+}
+API_CASES = [(name, arg, value) for name, args in API_ARGS.items() for arg, values in args.items()
+             for value in values]
+
+
+@pytest.mark.parametrize("name,arg,value", API_CASES, ids=[f"{n}-{a}-{v!r}" for n, a, v in API_CASES])
+def test_bad_python_arguments(name, arg, value):
+    make = _api_objects()[name]
+    with pytest.raises((TypeError, ValueError)) as caught:
+        make(**{arg: value})
+    assert arg in str(caught.value), f"{name}({arg}={value!r}): {caught.value}"
+
+
+@pytest.mark.parametrize("name", list(API_ARGS))
+def test_good_python_arguments_pass(name):
+    """The walk's baseline: each factory with only its defaults builds."""
+    _api_objects()[name]()
+
+
+def test_load_run_bad_input(tmp_path, runs):
+    with pytest.raises(TypeError, match="run_dir"):
+        train.load_run(None)
+    with pytest.raises(ValueError, match="not a gatfast run folder"):
+        train.load_run(tmp_path / "nothing")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="not a gatfast run folder"):
+        train.load_run(tmp_path / "a-file")
+    with pytest.raises(ValueError, match="device"):
+        train.load_run(runs / "digits", device="tpu")

@@ -82,10 +82,10 @@ class APGD(Attack):
         if self.targets and loss != "dlr":
             raise ValueError("targets > 0 (APGD-T) runs the targeted DLR loss: pass loss='dlr'")
         self.loss = loss
-        self.rho = _checks.positive(rho, "rho")
+        self.rho = _checks.fraction(rho, "rho", zero=False)
         self.random_start = bool(random_start)
         self.amp = _checks.amp(amp)
-        self.seed = int(seed)
+        self.seed = _checks.seed(seed)
         self.name = "APGD-T" if self.targets else f"APGD-{loss.upper()}"
         self._rng = None
 

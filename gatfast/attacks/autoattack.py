@@ -66,7 +66,7 @@ class AutoAttack(Attack):
         self.n_classes = _checks.count(n_classes, "n_classes", 2)
         self.steps = _checks.count(steps, "steps")
         self.square_queries = _checks.count(square_queries, "square_queries")
-        self.seed = int(seed)
+        self.seed = _checks.seed(seed)
         self.members = {key: member(key, model, eps=self.eps, norm=self.norm, n_classes=self.n_classes,
                                     seed=self.seed, steps=self.steps, square_queries=self.square_queries,
                                     batch_size=self.batch_size)

@@ -66,13 +66,7 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return wrong - true
 
 
-def check_eps(eps, norm: str, name: str = "eps") -> float:
-    """eps > 0, and on the [0, 1] pixel scale for linf (8 is a 0-255 value: 8/255)."""
-    eps = _checks.positive(eps, name)
-    if norm == "linf" and eps > 1:
-        raise ValueError(f"{name}={eps} is beyond the [0, 1] pixel range for linf images "
-                         f"(did you mean {eps:g}/255 = {eps / 255:.4f}?)")
-    return eps
+check_eps = _checks.eps  # eps > 0, and <= 1 for linf (the rule every layer applies)
 
 
 def check_batch(images, labels) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,14 +20,13 @@ class CW(Attack):
 
     def __init__(self, model, *, budget: float, steps: int = 100, search_steps: int = 5, c: float = 1.0,
                  lr: float = 0.05, kappa: float = 0.0, batch_size: int = 500, progress: bool = False):
-        super().__init__(model, eps=budget, norm="l2", batch_size=batch_size, progress=progress)
+        super().__init__(model, eps=_checks.positive(budget, "budget"), norm="l2", batch_size=batch_size,
+                         progress=progress)
         self.steps = _checks.count(steps, "steps")
         self.search_steps = _checks.count(search_steps, "search_steps")
         self.c = _checks.positive(c, "c")
         self.lr = _checks.positive(lr, "lr")
-        self.kappa = _checks.finite(kappa, "kappa")
-        if self.kappa < 0:
-            raise ValueError(f"kappa must be >= 0, got {self.kappa}")
+        self.kappa = _checks.nonnegative(kappa, "kappa")
         self.last_norms = None
 
     def describe(self):

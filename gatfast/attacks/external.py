@@ -41,7 +41,7 @@ class FAB(Attack):
         self.n_classes = _checks.count(n_classes, "n_classes", 2)
         self.steps = _checks.count(steps, "steps")
         self.restarts = _checks.count(restarts, "restarts")
-        self.targeted, self.seed = bool(targeted), int(seed)
+        self.targeted, self.seed = bool(targeted), _checks.seed(seed)
         self.name = "FAB-T" if self.targeted else "FAB"
         self._attack_impl = _torchattacks().FAB(model, norm=_norm_name(self.norm), eps=self.eps, steps=self.steps,
                                                n_restarts=self.restarts, seed=self.seed,
@@ -68,7 +68,7 @@ class Square(Attack):
         super().__init__(model, eps=eps, norm=norm, batch_size=batch_size, progress=progress)
         self.n_queries = _checks.count(n_queries, "n_queries")
         self.restarts = _checks.count(restarts, "restarts")
-        self.seed = int(seed)
+        self.seed = _checks.seed(seed)
         self._attack_impl = _torchattacks().Square(model, norm=_norm_name(self.norm), eps=self.eps,
                                                   n_queries=self.n_queries, n_restarts=self.restarts,
                                                   loss="margin", seed=self.seed)

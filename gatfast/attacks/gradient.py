@@ -90,7 +90,7 @@ class PGD(Attack):
         self.loss = loss
         self.random_start = bool(random_start)
         self.amp = _checks.amp(amp)
-        self.seed = int(seed)
+        self.seed = _checks.seed(seed)
         self.name = f"PGD-{self.steps}" + ("" if loss == "ce" else "-margin") + \
                     ("" if self.restarts == 1 else f"x{self.restarts}")
         self._rng = None

@@ -10,7 +10,7 @@ import torch
 
 from gatfast.ops import checks as _checks
 from gatfast.attacks.base import Attack, evaluating
-from gatfast.attacks.gradient import _default_step, pgd
+from gatfast.attacks.gradient import LOSSES, _default_step, pgd
 
 
 class Transfer(Attack):
@@ -21,6 +21,8 @@ class Transfer(Attack):
                  step_size: float | None = None, loss: str = "ce", seed: int = 0, surrogate_name: str = "surrogate",
                  batch_size: int = 500, progress: bool = False):
         super().__init__(model, eps=eps, norm=norm, batch_size=batch_size, progress=progress)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if not isinstance(surrogate, torch.nn.Module):
             raise TypeError(f"surrogate must be a torch.nn.Module, got {type(surrogate).__name__}")
         if surrogate is model:
@@ -29,7 +31,7 @@ class Transfer(Attack):
         self.steps = _checks.count(steps, "steps")
         self.step_size = _default_step(self.eps, self.steps) if step_size is None else \
             _checks.positive(step_size, "step_size")
-        self.loss, self.seed, self.surrogate_name = loss, int(seed), surrogate_name
+        self.loss, self.seed, self.surrogate_name = loss, _checks.seed(seed), surrogate_name
 
     def describe(self):
         return (f"Transfer (PGD-{self.steps}, {self.loss} loss, on {self.surrogate_name}; {self.norm}, "

@@ -97,15 +97,15 @@ class GATStep:
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be a torch.nn.Module (gatfast.PerturbationGenerator or your own), "
                             f"got {type(generator).__name__}")
-        self.eps = _checks.positive(eps, "eps")
+        _checks.optimizer(opt_classifier, "opt_classifier")
+        _checks.optimizer(opt_generator, "opt_generator")
         self.norm = _checks.norm(norm, allow_none=False)
+        self.eps = _checks.eps(eps, self.norm)
         bound = generator_bound(generator, self.norm)
         if bound in ("linf", "l2") and bound != self.norm:
             raise ValueError(f"norm {self.norm!r} does not match the generator's bound {bound!r}")
         self.alpha = _checks.alpha(alpha)
-        self.c_g = _checks.finite(c_g, "c_g")
-        if self.c_g < 0:
-            raise ValueError(f"c_g must be >= 0, got {self.c_g}")
+        self.c_g = _checks.nonnegative(c_g, "c_g")
         self.generator_steps = _checks.count(generator_steps, "generator_steps")
         self.generator_updates = _checks.count(generator_updates, "generator_updates")
         self.random_init = bool(random_init)

@@ -69,6 +69,42 @@ def count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def eps(value, norm: str, name: str = "eps") -> float:
+    """eps > 0, and on the [0, 1] pixel scale for linf (8 is a 0-255 value: 8/255)."""
+    value = positive(value, name)
+    if norm == "linf" and value > 1:
+        raise ValueError(f"{name}={value} is beyond the [0, 1] pixel range for linf images "
+                         f"(did you mean {value:g}/255 = {value / 255:.4f}?)")
+    return value
+
+
+def seed(value, name: str = "seed") -> int:
+    """A random seed: a Python int >= 0."""
+    return count(value, name, 0)
+
+
+def fraction(value, name: str, *, zero: bool = True, one: bool = True) -> float:
+    """A finite number in [0, 1] (the ends included as asked)."""
+    value = finite(value, name)
+    if value < 0 or value > 1 or (value == 0 and not zero) or (value == 1 and not one):
+        ends = ("[" if zero else "(") + "0, 1" + ("]" if one else ")")
+        raise ValueError(f"{name} must be in {ends}, got {value}")
+    return value
+
+
+def nonnegative(value, name: str) -> float:
+    value = finite(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def optimizer(value, name: str):
+    if not isinstance(value, torch.optim.Optimizer):
+        raise TypeError(f"{name} must be a torch.optim.Optimizer, got {type(value).__name__}")
+    return value
+
+
 def finite(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

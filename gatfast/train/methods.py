@@ -66,9 +66,9 @@ class Method:
                  amp: str | None = None):
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
-        self.classifier, self.optimizer = classifier, optimizer
-        self.eps = _checks.positive(eps, "eps")
+        self.classifier, self.optimizer = classifier, _checks.optimizer(optimizer, "optimizer")
         self.norm = _checks.norm(norm, allow_none=False)
+        self.eps = _checks.eps(eps, self.norm)
         self.amp = _checks.amp(amp)
         # AMP's loss scaling and the optimiser step, with the engine's step_guard and
         # gradient_hook: the same path as GATStep's (gatfast.gat.update).
@@ -129,7 +129,7 @@ class PGDAT(Method):
                  step_size: float | None = None):
         super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
         self.steps = _checks.count(steps, "steps")
-        self.step_size = step_size
+        self.step_size = None if step_size is None else _checks.positive(step_size, "step_size")
 
     def _loss(self, x, y):
         with self.autocast(x.device):
@@ -152,7 +152,7 @@ class FGSMRS(Method):
         super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
         self.step_scale = _checks.positive(step_scale, "step_scale")
         self.step_size = self.step_scale * self.eps
-        self.probe, self.collapse = probe, collapse
+        self.probe, self.collapse = probe, _checks.fraction(collapse, "collapse")
         self.best_accuracy, self.best_epoch, self.best_state = -1.0, -1, None
 
     def set_eps(self, eps):
@@ -214,9 +214,7 @@ class TRADES(Method):
         super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
         self.steps = _checks.count(steps, "steps")
         self.fixed_step_size = None if step_size is None else _checks.positive(step_size, "step_size")
-        self.beta = _checks.finite(beta, "beta")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        self.beta = _checks.nonnegative(beta, "beta")
         self.set_eps(self.eps)
 
     def set_eps(self, eps):

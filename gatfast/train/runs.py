@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from gatfast.train import data
 from gatfast.train.build import build_classifier, build_generator
-from gatfast.train.config import ConfigError, TrainConfig
+from gatfast.train.config import ConfigError, TrainConfig, resolve_device
 
 CHECKPOINT = "checkpoint.safetensors"
 _FORMAT = "gatfast-checkpoint-1"
@@ -72,7 +72,7 @@ def save(path: str | os.PathLike, state: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        save_file(tensors, tmp, metadata=metadata)  # (a full disk raises here: the old file stays)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -81,41 +81,103 @@ def save(path: str | os.PathLike, state: dict) -> None:
         raise
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be read (truncated, corrupted, not gatfast's, or not the
+    networks its config.json describes): one clear line, never a half-loaded model."""
+
+
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        metadata = f.metadata() or {}
-        if metadata.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a gatfast checkpoint (format {metadata.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return _unflatten(json.loads(metadata["state"]), tensors)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != _FORMAT:
+                raise CheckpointError(f"{path} is not a gatfast checkpoint (format {metadata.get('format')!r})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        return _unflatten(json.loads(metadata["state"]), tensors)
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors' own errors, bad JSON, a missing tensor key
+        raise CheckpointError(f"{path} is unreadable (truncated or corrupted?): {type(e).__name__}: {e}") from None
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """A JSON file written atomically, like the checkpoint."""
+def _write_atomically(path: str | os.PathLike, write) -> None:
+    """write(file) into a temporary file beside `path`, fsync, then rename over it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_json(path: str | os.PathLike, obj) -> None:
+    """A JSON file written atomically, like the checkpoint."""
+    _write_atomically(path, lambda f: (json.dump(obj, f, indent=2, sort_keys=True), f.write("\n")))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    _write_atomically(path, lambda f: f.write(text))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files a killed process left in a run folder (".NAME.XXXX.tmp"); removed."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 # ---- a finished run ----------------------------------------------------------------------------
 
+RUN_FORMAT = "gatfast-run-1"   # config.json's format; folders written before it had none
+
+
 def load_config(run_dir) -> TrainConfig:
+    """The TrainConfig a run folder was trained with. A config.json from a newer gatfast
+    (another format, or options this one does not know) is refused, not half-read."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir must be a path, got {type(run_dir).__name__}")
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a gatfast run folder (no config.json)")
-    saved = json.loads(path.read_text())["config"]
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    try:
+        document = json.loads(path.read_text())
+        saved = document["config"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is unreadable (truncated or corrupted?): {type(e).__name__}: {e}") from None
+    written_by = document.get("environment", {}).get("gatfast", "an unknown version")
+    if document.get("format", RUN_FORMAT) != RUN_FORMAT:
+        raise ConfigError(f"{path} has format {document.get('format')!r} (written by gatfast {written_by}); "
+                          f"this gatfast reads {RUN_FORMAT}: upgrade gatfast")
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ConfigError(f"{path} has options this gatfast does not know ({', '.join(unknown)}; written by "
+                          f"gatfast {written_by}): upgrade gatfast")
+    try:
+        config = TrainConfig(**saved)
+        # data_root is where this machine keeps the files: checked where it is used
+        dataclasses.replace(config, data_root=None).validate()
+        return config
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path} holds a configuration that does not validate: {e}") from None
+
+
+def load_module(module: torch.nn.Module, state: dict, name: str, run_dir) -> None:
+    """state["modules"][name] into `module`, or a CheckpointError saying they do not match."""
+    try:
+        module.load_state_dict(state["modules"][name])
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{run_dir}: the checkpoint's {name} does not match config.json "
+                              f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 @dataclass
@@ -129,20 +191,21 @@ class Run:
 def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
     """The trained classifier (eval mode), the generator (None for methods without one)
     and the config of a run folder."""
-    run_dir = Path(run_dir)
     config = load_config(run_dir)
+    run_dir = Path(run_dir)
+    device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     if not (run_dir / CHECKPOINT).is_file():
         raise ConfigError(f"{run_dir} holds no trained model ({CHECKPOINT} is missing)")
     shape, num_classes = data.SHAPES[config.dataset]
     ds = data.DatasetSplits(config.dataset, None, None, num_classes, shape)
     state = load(run_dir / CHECKPOINT, device)
     classifier = build_classifier(config, ds).to(device)
-    classifier.load_state_dict(state["modules"]["classifier"])
+    load_module(classifier, state, "classifier", run_dir)
     classifier.eval()
     generator = None
-    if "generator" in state["modules"]:
+    if "generator" in state.get("modules", {}):
         generator = build_generator(config, ds).to(device)
-        generator.load_state_dict(state["modules"]["generator"])
+        load_module(generator, state, "generator", run_dir)
         generator.eval()
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
