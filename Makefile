@@ -9,7 +9,7 @@ ATTACKS_SPEC ?= torchattacks==3.5.1
 DEPS := numpy safetensors tqdm matplotlib mlxtend scikit-learn scipy pytest pytest-benchmark expecttest setuptools wheel ninja
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
-.PHONY: venv build demo test wheel wheel-check cmake-check bench ci gpu-check gpu-check-dry gpu-torch-check clean
+.PHONY: venv build demo test test-faults wheel wheel-check cmake-check bench ci gpu-check gpu-check-dry gpu-torch-check clean
 
 venv: $(VENV)/.deps
 $(VENV)/.deps: Makefile
@@ -39,9 +39,14 @@ demo: build
 	$(PY) -m gatfast train $(DEMO_SURROGATE) --eval-pgd-steps 0 --out $$run/surrogate; \
 	$(PY) -m gatfast eval $$run/gat --surrogate $$run/surrogate $(DEMO_EVAL)
 
-# The README's test command: set up, build, run the whole suite.
+# The README's test command: set up, build, run the whole suite (but the fault injection).
 test: build
 	$(PY) -m pytest -q
+
+# The fault-injection tests that kill and interrupt subprocesses (SIGKILL mid-checkpoint,
+# Ctrl-C in train, eval and sweep): slower, so apart from `make test`; CI runs both.
+test-faults: build
+	$(PY) -m pytest -q -m faults tests/test_faults.py
 
 # A wheel that holds the extension and gatfast.ops.kernels, installed apart from the
 # source tree and imported from elsewhere, so a packaging slip cannot hide.

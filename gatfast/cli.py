@@ -104,8 +104,8 @@ def _cmd_train(args) -> int:
         raise train_mod.ConfigError("--resume continues the saved configuration; it cannot take --recipe")
     config = _config_from(args)
     if args.resume:
-        if not (Path(args.out) / train_mod.CHECKPOINT).is_file():
-            raise train_mod.ConfigError(f"--resume: {args.out} holds no checkpoint to resume from")
+        if not (Path(args.out) / "config.json").is_file():
+            raise train_mod.ConfigError(f"--resume: {args.out} holds no run to resume (no config.json)")
         saved = train_mod.load_config(args.out)
         config = dataclasses.replace(saved, epochs=saved.epochs if args.epochs is None else args.epochs,
                                      progress=config.progress, device=args.device or saved.device)
@@ -414,10 +414,22 @@ def main(argv=None) -> int:
     except train_mod.TrainingStopped as e:
         print(f"gatfast: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a full disk, a folder we may not write: what and where, in one line
+        print(f"gatfast: error: {e.strerror or e} ({e.filename or 'no file named'}); files written before "
+              f"are intact (every write is a temporary file renamed into place)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("gatfast: interrupted; finished epochs and cells are kept (train --resume, or run the same sweep again)",
+        print(f"gatfast: interrupted; {_AFTER_INTERRUPT.get(args.command, 'nothing was half-written')}",
               file=sys.stderr)
         return 130
+
+
+# What a Ctrl-C leaves behind, per verb.
+_AFTER_INTERRUPT = {
+    "train": "the run folder holds the last finished epoch: continue with gatfast train --out RUN --resume",
+    "eval": "no eval.json was written (it is written whole, at the end): run the same command again",
+    "sweep": "finished cells are kept: run the same sweep command again to go on",
+}
 
 
 if __name__ == "__main__":

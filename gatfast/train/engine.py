@@ -2,9 +2,11 @@
 
 RUN_DIR/
   config.json              the TrainConfig, versions, device, build info (written first)
-  log.jsonl                one line per finished epoch (losses, accuracies, lr, eps, wall time)
-  checkpoint.safetensors   classifier, generator, optimisers, method and RNG state, written
-                           atomically after every epoch (gatfast.train.runs)
+  log.jsonl                one line per finished epoch (losses, accuracies, lr, eps, wall time),
+                           rewritten atomically from the checkpoint's copy after each save,
+                           so it always ends at the checkpoint's epoch
+  checkpoint.safetensors   classifier, generator, optimisers, method and RNG state, and the
+                           log so far, written atomically after every epoch (gatfast.train.runs)
   summary.json             at the end: wall time, stop reason, final robustness figures
 
 Exact resume: the data order of epoch e is a permutation drawn from (seed, e), the
@@ -39,7 +41,8 @@ from gatfast.ops import backends
 from gatfast.train import data, distributed, methods
 from gatfast.train.build import build_classifier, build_method
 from gatfast.train.config import ConfigError, TrainConfig, resolve_device
-from gatfast.train.runs import CHECKPOINT, load, load_config, save, write_json
+from gatfast.train.runs import (CHECKPOINT, RUN_FORMAT, CheckpointError, load, load_config, load_module,
+                                remove_stale_temporaries, save, write_json, write_text)
 
 
 # ---- schedules ---------------------------------------------------------------------------------
@@ -151,7 +154,12 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print, on_e
     procs = distributed.init(config.device)
     try:
         session = _set_up(config, out, procs)
-        start_epoch, wall_before = _restore(session, log) if resume else (_open_folder(session), 0.0)
+        if procs.main:
+            remove_stale_temporaries(out)
+        if resume and (out / CHECKPOINT).is_file():
+            start_epoch, wall_before = _restore(session, log)
+        else:  # a new run, or one stopped before its first checkpoint: from epoch 0
+            start_epoch, wall_before = _open_folder(session), 0.0
         return _run(session, start_epoch, wall_before, log, on_end)
     finally:
         # A process that exits with its gloo group alive can abort ("terminate called
@@ -166,8 +174,8 @@ def _settle_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} is a file, not a run folder")
     if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
+        if not (out / "config.json").is_file():
+            raise ConfigError(f"--resume: {out} holds no run to resume (no config.json)")
         saved = load_config(out)
         if config.epochs < saved.epochs:
             raise ConfigError(f"--resume: epochs {config.epochs} is fewer than the run's {saved.epochs}")
@@ -192,6 +200,7 @@ class _Session:
     base_lrs: dict
     share: float = 1.0        # this process's share of the global batch (torchrun)
     skipped_in_row: int = 0
+    log_records: list = dataclasses.field(default_factory=list)   # log.jsonl's lines so far
 
     @property
     def modules(self):
@@ -251,21 +260,40 @@ def _restore(s: _Session, log) -> tuple[int, float]:
     """Load the checkpoint into the session; returns (epochs done, wall seconds so far)."""
     state = load(s.out / CHECKPOINT, s.device)
     for k, m in s.modules.items():
-        m.load_state_dict(state["modules"][k])
-    for k, o in s.optimizers.items():
-        o.load_state_dict(state["optimizers"][k])
-    s.method.load_state_dict(state["method"])
+        load_module(m, state, k, s.out)
+    try:
+        for k, o in s.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        s.method.load_state_dict(state["method"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{s.out}: the checkpoint's optimiser or method state does not match config.json "
+                              f"({type(e).__name__}: {e})") from None
     _restore_rng(s, state, log)
+    s.log_records = list(state["log"]) if "log" in state else _read_log(s.out, state["epoch"])
     if s.procs.main:
         log(f"resuming {s.out} at epoch {state['epoch'] + 1} of {s.config.epochs}")
     return state["epoch"], state["wall_s"]
+
+
+def _read_log(out: Path, epochs: int) -> list:
+    """log.jsonl's records of the first `epochs` epochs (checkpoints from before the log
+    was kept inside them)."""
+    path = out / "log.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a crash
+    return [r for r in records if r.get("epoch", 0) <= epochs]
 
 
 def _open_folder(s: _Session) -> int:
     """A new run folder with config.json (rank 0); training starts at epoch 0."""
     if s.procs.main:
         s.out.mkdir(parents=True, exist_ok=True)
-        write_json(s.out / "config.json", {"config": dataclasses.asdict(s.config),
+        write_json(s.out / "config.json", {"format": RUN_FORMAT, "config": dataclasses.asdict(s.config),
                                            "environment": environment(s.device), "world_size": s.procs.world})
     return 0
 
@@ -283,6 +311,11 @@ def _run(s: _Session, start_epoch: int, wall_before: float, log, on_end) -> dict
             t_epoch = time.perf_counter()
             record, skipped, stop_reason = _run_epoch(s, epoch)
             if stop_reason:  # stopped inside the epoch: non-finite losses
+                break
+            if not _weights_finite(s):  # a step with a finite loss can still leave inf weights behind
+                stop_reason = (f"training stopped: non-finite weights after epoch {epoch + 1}; nothing of that "
+                               f"epoch was saved, the checkpoint in {s.out} holds the last good epoch; try a "
+                               f"lower --lr or amp off")
                 break
             epoch_s = time.perf_counter() - t_epoch
             stop_reason = s.method.end_epoch(epoch + 1)
@@ -302,6 +335,13 @@ def _run(s: _Session, start_epoch: int, wall_before: float, log, on_end) -> dict
         if on_end is not None:
             on_end(s.method)
         return _finish(s, epoch, stop_reason, wall, log)
+
+
+def _weights_finite(s: _Session) -> bool:
+    """Every parameter and buffer of every network finite (one host sync per epoch)."""
+    tensors = [t for m in s.modules.values() for t in list(m.parameters()) + list(m.buffers())
+               if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def _set_position(s: _Session, position: float) -> None:
@@ -365,13 +405,15 @@ def _save_epoch(s: _Session, epoch: int, record: dict, epoch_s: float, wall: flo
     rng_ranks = s.procs.gather(_rng_state(s.device))  # every process takes part
     if not s.procs.main:
         return
+    s.log_records.append(record)
     save(s.out / CHECKPOINT, {
         "epoch": epoch + 1, "wall_s": wall,
         "modules": {k: m.state_dict() for k, m in s.modules.items()},
         "optimizers": {k: o.state_dict() for k, o in s.optimizers.items()},
-        "method": s.method.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks})
-    with open(s.out / "log.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+        "method": s.method.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks, "log": s.log_records})
+    # From the checkpoint's copy: a crash between the two writes leaves a log one epoch
+    # short, which the next save (or a resume) rewrites whole.
+    write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log_records))
     log(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(
         f"{k} {record[k]:.4f}" for k in ("loss_classifier", "acc_clean", "acc_adv") if k in record)
         + f"  ({epoch_s:.1f} s)")
