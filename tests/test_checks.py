@@ -73,7 +73,7 @@ def test_project_bad_input(backend):
         (dict(norm=None), ValueError, "norm must be 'linf', 'l2', got None"),
         (dict(lo=0.5, hi=0.5), ValueError, "lo must be < hi"),
         (dict(out=torch.empty(2, 3, 4, dtype=torch.float64)), TypeError, "out must have the dtype of x_adv"),
-        (dict(out="x0"), ValueError, "out must not be x0"),
+        (dict(out="x0"), ValueError, "out must not share memory with x0"),
     ],
 )
 def test_pgd_step_bad_input(backend, kwargs, error, words):
