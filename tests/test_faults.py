@@ -150,6 +150,43 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert checkpoint.load(out / train.CHECKPOINT)["epoch"] == 3
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MiB tmpfs: a real disk that fills up (where this process may mount one)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}); the patched writer test stands")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_really_full_disk_keeps_the_previous_checkpoint(small_disk):
+    """After epoch 1 is saved, a file fills the disk: epoch 2's checkpoint cannot be written
+    (ENOSPC from the kernel, not a patch), and epoch 1's stays whole."""
+    out = small_disk / "run"
+
+    def fill_after_epoch_one(line):
+        if line.startswith("epoch 1/"):
+            with open(small_disk / "filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+    with pytest.raises(OSError) as caught:
+        train.train(TrainConfig(**{**SMALL, "epochs": 3}), out, log=fill_after_epoch_one)
+    assert caught.value.errno == errno.ENOSPC
+    assert checkpoint.load(out / train.CHECKPOINT)["epoch"] == 1
+    assert [json.loads(x)["epoch"] for x in (out / "log.jsonl").read_text().splitlines()] == [1]
+    assert not list(out.glob(".*.tmp"))
+    (small_disk / "filler").unlink()
+    train.train(TrainConfig(**{**SMALL, "epochs": 3}), out, resume=True, log=_quiet)
+    assert checkpoint.load(out / train.CHECKPOINT)["epoch"] == 3
+
+
 def test_a_full_disk_while_writing_eval_json_leaves_no_half_file(run, monkeypatch, capsys):
     real_dump = json.dump
 

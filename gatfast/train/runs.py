@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,21 @@ def _unflatten(obj, tensors: dict):
     return obj
 
 
+def _save_tensors(tensors: dict, filename: str, metadata: dict) -> None:
+    """safetensors' save_file, with its I/O failures raised as the OSError they are:
+    safetensors reports a full disk as a SafetensorError ("... (os error 28)")."""
+    try:
+        save_file(tensors, filename, metadata=metadata)
+    except OSError:
+        raise
+    except Exception as e:
+        found = re.search(r"os error (\d+)", str(e))
+        if not found:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), filename) from e
+
+
 def save(path: str | os.PathLike, state: dict) -> None:
     """Write `state` to `path` atomically (temporary file in the same folder, fsync, rename)."""
     path = Path(path)
@@ -72,7 +88,7 @@ def save(path: str | os.PathLike, state: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)  # (a full disk raises here: the old file stays)
+        _save_tensors(tensors, tmp, metadata)  # a full disk raises here: the old file stays
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
