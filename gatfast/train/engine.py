@@ -270,7 +270,8 @@ def _restore(s: _Session, log) -> tuple[int, float]:
                               f"({type(e).__name__}: {e})") from None
     _restore_rng(s, state, log)
     s.log_records = list(state["log"]) if "log" in state else _read_log(s.out, state["epoch"])
-    if s.procs.main:
+    if s.procs.main:  # the log as the checkpoint knows it (a kill may have cut it one epoch short)
+        write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log_records))
         log(f"resuming {s.out} at epoch {state['epoch'] + 1} of {s.config.epochs}")
     return state["epoch"], state["wall_s"]
 
@@ -412,7 +413,7 @@ def _save_epoch(s: _Session, epoch: int, record: dict, epoch_s: float, wall: flo
         "optimizers": {k: o.state_dict() for k, o in s.optimizers.items()},
         "method": s.method.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks, "log": s.log_records})
     # From the checkpoint's copy: a crash between the two writes leaves a log one epoch
-    # short, which the next save (or a resume) rewrites whole.
+    # short, which a resume (or the next save) rewrites whole.
     write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log_records))
     log(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(
         f"{k} {record[k]:.4f}" for k in ("loss_classifier", "acc_clean", "acc_adv") if k in record)
