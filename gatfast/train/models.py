@@ -30,6 +30,10 @@ class Normalize(nn.Module):
     def forward(self, x):
         return (x - self.mean) / self.std
 
+    def affine(self):
+        """(scale, shift) with forward(x) = x * scale + shift: how gatfast.certify bounds it."""
+        return 1 / self.std, -self.mean / self.std
+
 
 class SmallCNN(nn.Module):
     """Four 3x3 convolutions in two pooled stages and two linear layers."""
@@ -51,6 +55,10 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(self.normalize(x)))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared, not copied) as one chain: how gatfast.certify reads it."""
+        return nn.Sequential(self.normalize, *self.features, *self.classifier)
 
 
 class _PreActBlock(nn.Module):

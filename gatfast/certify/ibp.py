@@ -1,0 +1,121 @@
+"""Interval bound propagation (Gowal et al. 2018, "On the effectiveness of interval bound
+propagation for training verifiably robust models"): sound elementwise lower and upper
+bounds on a network's outputs for every input in a norm ball intersected with the pixel box.
+
+Intervals travel as (centre, radius): an affine map W moves the centre by W and the radius
+by |W|, a monotone map (ReLU, max pooling) applies to both ends. For an L2 ball the first
+layer with weights takes the dual norm instead (W x +- eps ||W_i||_2, Gowal et al.'s
+treatment of other norms), after folding any per-channel affine layers in front of it into
+its weights; the box is then not used, which is sound (the ball alone is a superset).
+
+The last Linear layer is merged with the specification C (C W, C b) before it is bounded:
+bounds on the margins logit_y - logit_j directly, tighter than subtracting logit bounds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatfast.certify.layers import affine_of, chain, is_affine
+from gatfast.ops import checks
+
+
+def bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf", lo: float = 0.0, hi: float = 1.0,
+           spec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """IBP lower and upper bounds on model(x') (or spec @ model(x') when spec of shape
+    (N, K, outputs) is given) over every x' with ||x' - x|| <= eps and lo <= x' <= hi."""
+    checks.tensor(x, "x")
+    norm = checks.norm(norm, allow_none=False)
+    eps = checks.nonnegative(eps, "eps")
+    lo, hi = checks.box(lo, hi)
+    layers = chain(model)
+    if spec is not None:
+        _check_spec(spec, x)
+    with torch.no_grad():
+        if norm == "linf":
+            lower, upper = (x - eps).clamp(lo, hi), (x + eps).clamp(lo, hi)
+            mid, rad = (upper + lower) / 2, (upper - lower) / 2
+            start = 0
+        else:
+            mid, rad, start = _l2_first_layer(layers, x, eps, spec)
+            if start > len(layers):  # the first weighted layer was the last, merged with the spec
+                return mid - rad, mid + rad
+        for i in range(start, len(layers)):
+            last = i == len(layers) - 1
+            if last and spec is not None and isinstance(layers[i], nn.Linear):
+                mid, rad = _linear_with_spec(layers[i], mid, rad, spec)
+                return mid - rad, mid + rad
+            mid, rad = _layer(layers[i], mid, rad)
+        if spec is not None:  # the model did not end in a Linear layer: spec on the output intervals
+            mid, rad = torch.einsum("nko,no->nk", spec, mid), torch.einsum("nko,no->nk", spec.abs(), rad)
+        return mid - rad, mid + rad
+
+
+def _check_spec(spec, x):
+    if not isinstance(spec, torch.Tensor) or spec.dim() != 3 or spec.shape[0] != x.shape[0]:
+        raise ValueError(f"spec must be a tensor of shape (N, K, outputs) with N = {x.shape[0]}, got "
+                         f"{tuple(spec.shape) if isinstance(spec, torch.Tensor) else type(spec).__name__}")
+
+
+def _layer(layer: nn.Module, mid: torch.Tensor, rad: torch.Tensor):
+    if isinstance(layer, nn.Linear):
+        return F.linear(mid, layer.weight, layer.bias), F.linear(rad, layer.weight.abs())
+    if isinstance(layer, nn.Conv2d):
+        conv = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+        return (F.conv2d(mid, layer.weight, layer.bias, **conv), F.conv2d(rad, layer.weight.abs(), None, **conv))
+    if is_affine(layer):
+        scale, shift = affine_of(layer)
+        return mid * scale + shift, rad * scale.abs()
+    if isinstance(layer, (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)):
+        # monotone (ReLU, max pooling) or linear with non-negative weights (average pooling):
+        # both ends map to the ends of the image
+        lower, upper = layer(mid - rad), layer(mid + rad)
+        return (upper + lower) / 2, (upper - lower) / 2
+    if isinstance(layer, (nn.Identity, nn.Dropout)):  # Dropout: the model is in eval mode (chain checks)
+        return mid, rad
+    raise TypeError(f"no interval rule for {type(layer).__name__}")  # chain() refuses these first
+
+
+def _linear_with_spec(layer: nn.Linear, mid, rad, spec):
+    weight = torch.einsum("nko,oi->nki", spec, layer.weight)
+    bias = torch.einsum("nko,o->nk", spec, layer.bias) if layer.bias is not None else 0.0
+    return torch.einsum("nki,ni->nk", weight, mid) + bias, torch.einsum("nki,ni->nk", weight.abs(), rad)
+
+
+def _l2_first_layer(layers, x, eps, spec):
+    """The L2 ball through the leading per-channel affine layers (and a Flatten) and the
+    first Linear or Conv2d, in closed form (the dual norm); returns (mid, rad, index of
+    the next layer to bound), the index past the end when that layer was the last one and
+    the spec is already applied."""
+    scale = torch.ones(1, x.shape[1], *[1] * (x.dim() - 2), dtype=x.dtype, device=x.device)
+    mid, i, flat = x, 0, False
+    while i < len(layers) and (is_affine(layers[i]) or isinstance(layers[i], (nn.Identity, nn.Dropout, nn.Flatten))):
+        if is_affine(layers[i]):
+            s, b = affine_of(layers[i])
+            scale, mid = scale * s, mid * s + b
+        elif isinstance(layers[i], nn.Flatten):
+            flat, mid = True, layers[i](mid)
+        i += 1
+    if i == len(layers) or not isinstance(layers[i], (nn.Linear, nn.Conv2d)):
+        # no weighted layer to take the dual norm: the ball's bounding box, scaled
+        rad = eps * (scale.abs() * torch.ones_like(x))
+        return mid, (rad.flatten(1) if flat else rad), i
+    layer = layers[i]
+    if isinstance(layer, nn.Linear):
+        # the layer sees W diag(scale) over the ball of x (scale per input feature)
+        weight = layer.weight * (scale * torch.ones_like(x[:1])).flatten()
+        out = F.linear(mid.flatten(1), layer.weight, layer.bias)
+        if spec is not None and i == len(layers) - 1:
+            spec_weight = torch.einsum("nko,oi->nki", spec, weight)
+            return torch.einsum("nko,no->nk", spec, out), eps * spec_weight.norm(dim=2), len(layers) + 1
+        return out, eps * weight.norm(dim=1).expand_as(out), i + 1
+    if layer.groups != 1:
+        raise TypeError("an L2 ball's first Conv2d must have groups=1")
+    conv = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+    weight = layer.weight * scale.view(1, -1, 1, 1)  # each input channel's weights times its scale
+    out = F.conv2d(mid, layer.weight, layer.bias, **conv)
+    # an output position sees at most the whole kernel: its L2 norm bounds that position's change
+    rad = eps * weight.flatten(1).norm(dim=1).view(1, -1, 1, 1).expand_as(out)
+    return out, rad, i + 1

@@ -1,0 +1,49 @@
+"""Verified accuracy: an image is verified when, for every input in its ball, the true
+class's logit beats every other; bounded on the margins themselves (the specification
+matrix), never as the difference of separately bounded logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gatfast.certify.ibp import bounds
+from gatfast.ops import checks
+
+
+def margin_spec(y: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, num_classes - 1, num_classes): row j is e_y - e_j for each class j != y."""
+    n = y.shape[0]
+    eye = torch.eye(num_classes, dtype=dtype, device=y.device)
+    spec = eye[y].unsqueeze(1) - eye.unsqueeze(0)           # (N, C, C): e_y - e_j for every j
+    keep = torch.ones(n, num_classes, dtype=torch.bool, device=y.device)
+    keep[torch.arange(n, device=y.device), y] = False       # drop j == y (a zero row)
+    return spec[keep].view(n, num_classes - 1, num_classes)
+
+
+def verified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
+             lo: float = 0.0, hi: float = 1.0, method: str = "ibp", batch_size: int = 500) -> torch.Tensor:
+    """Per image: is every margin's lower bound positive (bool, on x's device)."""
+    checks.tensor(x, "x")
+    y = checks.labels(y, "y", x)
+    batch_size = checks.count(batch_size, "batch_size")
+    if method != "ibp":
+        raise ValueError(f"method must be 'ibp' (CROWN-IBP comes with issue 13's next part), got {method!r}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            num_classes = model(x[:1]).shape[1]
+            out = []
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                lower, _ = bounds(model, xb, eps, norm=norm, lo=lo, hi=hi, spec=margin_spec(yb, num_classes, x.dtype))
+                out.append((lower > 0).all(dim=1))
+            return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
+def verified_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **kwargs) -> float:
+    """The share of images verified at eps (see `verified`)."""
+    return float(verified(model, x, y, eps, **kwargs).float().mean())

@@ -1,0 +1,229 @@
+"""gatfast.certify's interval bounds: sound on random networks built from every supported
+layer (thousands of points of each ball, its corners, and projected gradient ascent on
+every output and every margin stay inside), exact where the answer is known (eps = 0, a
+linear layer's closed form, a one-ReLU network by hand), and refusing what it cannot bound."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gatfast import certify
+from gatfast.train import models
+
+
+class Affine(nn.Module):
+    """A per-channel affine layer that tells certify so, like gatfast's Normalize."""
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale, self.shift = torch.tensor(scale).view(1, -1, 1, 1), torch.tensor(shift).view(1, -1, 1, 1)
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+    def affine(self):
+        return self.scale, self.shift
+
+
+def _randomise_batchnorm(net, gen):
+    for m in net.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.3)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=gen))
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=gen) * 0.3)
+
+
+def _network(kind: str, seed: int) -> nn.Module:
+    """Small random networks (8x8 grey input, 5 outputs) that use every supported layer."""
+    torch.manual_seed(seed)
+    if kind == "cnn":
+        net = nn.Sequential(
+            Affine([1 / 0.3], [-0.1 / 0.3]),
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()),  # nested, strided
+            nn.AvgPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 8), nn.ReLU(), nn.Identity(), nn.Linear(8, 5))
+    elif kind == "mlp":
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 12),
+                            nn.ReLU(), nn.Linear(12, 5))
+    else:  # ends in a pooling layer: the spec goes on the output intervals
+        net = nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    _randomise_batchnorm(net, torch.Generator().manual_seed(seed))
+    return net.eval()
+
+
+def _ball_points(x, eps, norm, n, gen):
+    """n points of the ball around each image, inside the [0, 1] box (corners for linf)."""
+    shape = (n,) + x.shape
+    if norm == "linf":
+        delta = (torch.rand(shape, generator=gen) * 2 - 1) * eps
+        delta[: n // 2] = torch.sign(delta[: n // 2]) * eps  # corners of the cube
+    else:
+        direction = torch.randn(shape, generator=gen)
+        direction /= direction.flatten(2).norm(dim=2).view(n, x.shape[0], 1, 1, 1)
+        radius = torch.rand(n, x.shape[0], 1, 1, 1, generator=gen) ** (1 / x[0].numel())
+        radius[: n // 2] = 1.0  # the sphere itself
+        delta = direction * radius * eps
+    return (x + delta).clamp(0, 1)  # the box projection never leaves the ball (it is non-expansive)
+
+
+def _ascend(f, x, eps, norm, steps=40):
+    """Projected gradient ascent of f (one value per image) over the ball and the box."""
+    x_adv = (x + (torch.rand_like(x) * 2 - 1) * eps * (1 if norm == "linf" else 1 / math.sqrt(x[0].numel())))
+    x_adv = x_adv.clamp(0, 1)
+    for t in range(steps):
+        x_adv.requires_grad_(True)
+        (g,) = torch.autograd.grad(f(x_adv).sum(), [x_adv])
+        step = eps / 8 * (0.9 ** (t // 10))
+        with torch.no_grad():
+            if norm == "linf":
+                x_adv = torch.min(torch.max(x_adv + step * g.sign(), x - eps), x + eps).clamp(0, 1)
+            else:
+                g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                d = x_adv + step * g - x
+                d = d * (eps / d.flatten(1).norm(dim=1).clamp_min(eps)).view(-1, 1, 1, 1)
+                x_adv = (x + d).clamp(0, 1)
+    return x_adv.detach()
+
+
+CASES = [(kind, norm, eps) for kind in ("cnn", "mlp", "pool") for norm, eps in (("linf", 0.05), ("l2", 0.3))]
+
+
+@pytest.mark.parametrize("kind,norm,eps", CASES)
+def test_bounds_hold_for_every_point_of_the_ball(kind, norm, eps):
+    net = _network(kind, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(3, 1, 8, 8, generator=gen)
+    y = torch.tensor([0, 3, 4])
+    spec = certify.margin_spec(y, 5)
+    lower, upper = certify.bounds(net, x, eps, norm=norm)
+    m_lower, m_upper = certify.bounds(net, x, eps, norm=norm, spec=spec)
+    assert bool((lower <= upper).all()) and bool((m_lower <= m_upper).all())
+    points = _ball_points(x, eps, norm, 2000, gen)
+    with torch.no_grad():
+        out = net(points.flatten(0, 1)).view(2000, 3, 5)
+    margins = torch.einsum("nko,pno->pnk", spec, out)
+    tol = 1e-5
+    assert bool((out >= lower - tol).all() and (out <= upper + tol).all()), kind
+    assert bool((margins >= m_lower - tol).all() and (margins <= m_upper + tol).all()), kind
+    # the worst case an attack finds, on every output and every margin, both ways
+    for k in range(5):
+        for sign in (1, -1):
+            x_adv = _ascend(lambda z: sign * net(z)[:, k], x, eps, norm)
+            value = net(x_adv)[:, k]
+            assert bool((value >= lower[:, k] - tol).all() and (value <= upper[:, k] + tol).all()), (k, sign)
+    for k in range(4):
+        x_adv = _ascend(lambda z: -torch.einsum("no,no->n", spec[:, k], net(z)), x, eps, norm)
+        assert bool((torch.einsum("no,no->n", spec[:, k], net(x_adv)) >= m_lower[:, k] - tol).all()), k
+    # bounding the margins directly is never looser than subtracting the logit bounds
+    subtracted = lower.gather(1, y[:, None]) - torch.stack(
+        [upper[i][torch.arange(5) != y[i]] for i in range(3)])
+    assert bool((m_lower >= subtracted - tol).all())
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("kind", ["cnn", "mlp", "pool"])
+def test_zero_eps_gives_the_output(kind, norm):
+    net = _network(kind, seed=3)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    lower, upper = certify.bounds(net, x, 0.0, norm=norm)
+    with torch.no_grad():
+        out = net(x)
+    torch.testing.assert_close(lower, out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(upper, out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm,dual", [("linf", 1), ("l2", 2)])
+def test_a_linear_layer_has_its_closed_form(norm, dual):
+    """W x +- eps ||W_i||_dual, with x far enough from the box's faces that the box does not bite."""
+    torch.manual_seed(5)
+    layer = nn.Linear(10, 3)
+    x = 0.4 + 0.2 * torch.rand(2, 10)
+    lower, upper = certify.bounds(layer, x, 0.05, norm=norm)
+    centre = layer(x).detach()
+    radius = 0.05 * layer.weight.detach().norm(p=dual, dim=1)
+    torch.testing.assert_close(lower, centre - radius)
+    torch.testing.assert_close(upper, centre + radius)
+    # with the margins as the spec: (C W) x +- eps ||(C W)_k||_dual, one bound per margin
+    spec = certify.margin_spec(torch.tensor([2, 0]), 3)
+    m_lower, _ = certify.bounds(layer, x, 0.05, norm=norm, spec=spec)
+    merged = torch.einsum("nko,oi->nki", spec, layer.weight.detach())
+    torch.testing.assert_close(m_lower, torch.einsum("nko,no->nk", spec, centre) - 0.05 * merged.norm(p=dual, dim=2))
+
+
+@pytest.mark.parametrize("norm,dual", [("linf", 1), ("l2", 2)])
+@pytest.mark.parametrize("layer", ["conv", "linear"])
+def test_one_affine_and_one_weighted_layer_are_bounded_exactly(layer, norm, dual):
+    """An affine layer and then one Conv2d (strided) or Flatten + Linear is a linear map, so
+    its exact range over the ball is out(x) +- eps ||grad||_dual per output: the bound must
+    equal it (for the conv's L2 bound, at outputs whose kernel lies inside the image).
+    This is what catches a radius that is too small, which sampling a loose bound cannot."""
+    torch.manual_seed(7)
+    body = [nn.Conv2d(2, 3, 3, stride=2, padding=1)] if layer == "conv" else [nn.Flatten(), nn.Linear(2 * 64, 4)]
+    net = nn.Sequential(Affine([2.0, -0.5], [0.1, -0.2]), *body).eval()
+    x = 0.4 + 0.2 * torch.rand(1, 2, 8, 8)
+    eps = 0.02
+    lower, upper = certify.bounds(net, x, eps, norm=norm)
+    out = net(x).detach()
+    units = [(c, i, j) for c in range(3) for i in (1, 2) for j in (1, 3)] if layer == "conv" else \
+        [(k,) for k in range(4)]
+    for unit in units:
+        x_in = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(net(x_in)[(0,) + unit], [x_in])
+        reach = eps * grad.norm(p=dual)
+        assert upper[(0,) + unit].item() == pytest.approx((out[(0,) + unit] + reach).item(), abs=1e-5)
+        assert lower[(0,) + unit].item() == pytest.approx((out[(0,) + unit] - reach).item(), abs=1e-5)
+
+
+def test_a_one_relu_network_by_hand():
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(2.0), net[0].bias.fill_(-1.0), net[2].weight.fill_(-3.0), net[2].bias.fill_(0.5)
+    # x in [0.25, 0.75]: pre-activation in [-0.5, 0.5], ReLU in [0, 0.5], output in [-1.0, 0.5]
+    lower, upper = certify.bounds(net, torch.tensor([[0.5]]), 0.25)
+    assert lower.item() == pytest.approx(-1.0) and upper.item() == pytest.approx(0.5)
+    # the box: x = 0.1, eps 0.25 gives x in [0, 0.35]: pre-activation [-1, -0.3], ReLU 0, output 0.5
+    lower, upper = certify.bounds(net, torch.tensor([[0.1]]), 0.25)
+    assert lower.item() == pytest.approx(0.5) and upper.item() == pytest.approx(0.5)
+
+
+def test_the_small_cnn_is_read_as_its_chain_and_verified_images_resist_attack(tmp_path):
+    """A briefly trained SmallCNN on mnist5k: IBP verifies some test images at a tiny eps
+    (45 of 200 at 1e-4), and PGD breaks none of those (a certificate is a lower bound)."""
+    from gatfast import attacks, train
+    from gatfast.train import data
+    train.train(train.TrainConfig(dataset="mnist5k", method="standard", epochs=1, train_size=1000, batch_size=50,
+                                  eval_pgd_steps=0, progress=False), tmp_path, log=lambda *_: None)
+    model = train.load_run(tmp_path).classifier
+    x, y = (t[:200] for t in data.load_dataset("mnist5k").test.tensors)
+    with torch.no_grad():
+        torch.testing.assert_close(model.as_sequential()(x), model(x))
+        right = model(x).argmax(1) == y
+    assert [type(m) for m in certify.chain(model)][:2] == [models.Normalize, nn.Conv2d]
+    assert certify.verified_accuracy(model, x, y, 0.0) == float(right.float().mean())  # eps 0: the correct ones
+    eps = 1e-4  # IBP is loose on a network not trained for it: at 3e-4 it verified none of 200 images
+    verified = certify.verified(model, x, y, eps)
+    assert 0 < int(verified.sum()) <= int(right.sum())
+    x_adv = attacks.PGD(model, eps=eps, steps=50)(x, y)
+    with torch.no_grad():
+        survived = model(x_adv).argmax(1) == y
+    assert bool(survived[verified].all())
+    assert certify.verified_accuracy(model, x, y, 0.3) == 0.0  # IBP on an undefended CNN at 0.3: nothing
+
+
+def test_what_cannot_be_bounded_is_refused():
+    with pytest.raises(TypeError, match="cannot bound a Tanh; it bounds Linear, Conv2d"):
+        certify.bounds(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), torch.rand(1, 4), 0.1)
+    bn = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.BatchNorm1d(4))
+    with pytest.raises(TypeError, match="BatchNorm1d in training mode"):
+        certify.bounds(bn, torch.rand(2, 4), 0.1)
+    with pytest.raises(ValueError, match="eps must be"):
+        certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), -0.1)
+    with pytest.raises(ValueError, match="norm must be"):
+        certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, norm="l1")
+    with pytest.raises(ValueError, match="spec must be a tensor of shape"):
+        certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, spec=torch.ones(2, 1))
+    with pytest.raises(ValueError, match="method must be 'ibp'"):
+        certify.verified(nn.Linear(4, 2), torch.rand(1, 4), torch.tensor([0]), 0.1, method="crown")
