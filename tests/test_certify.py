@@ -48,6 +48,10 @@ def _network(kind: str, seed: int) -> nn.Module:
     elif kind == "mlp":
         net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 12),
                             nn.ReLU(), nn.Linear(12, 5))
+    elif kind == "strided":  # the certified-training CNN: strided convolutions, no pooling
+        net = nn.Sequential(Affine([1 / 0.3], [-0.1 / 0.3]), nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+                            nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 10),
+                            nn.ReLU(), nn.Linear(10, 5))
     else:  # ends in a pooling layer: the spec goes on the output intervals
         net = nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     _randomise_batchnorm(net, torch.Generator().manual_seed(seed))
@@ -88,18 +92,20 @@ def _ascend(f, x, eps, norm, steps=40):
     return x_adv.detach()
 
 
-CASES = [(kind, norm, eps) for kind in ("cnn", "mlp", "pool") for norm, eps in (("linf", 0.05), ("l2", 0.3))]
+CASES = [(kind, norm, eps) for kind in ("cnn", "mlp", "pool", "strided") for norm, eps in (("linf", 0.05), ("l2", 0.3))]
+METHODS = ["ibp", "crown-ibp"]
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind,norm,eps", CASES)
-def test_bounds_hold_for_every_point_of_the_ball(kind, norm, eps):
+def test_bounds_hold_for_every_point_of_the_ball(kind, norm, eps, method):
     net = _network(kind, seed=1)
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(3, 1, 8, 8, generator=gen)
     y = torch.tensor([0, 3, 4])
     spec = certify.margin_spec(y, 5)
-    lower, upper = certify.bounds(net, x, eps, norm=norm)
-    m_lower, m_upper = certify.bounds(net, x, eps, norm=norm, spec=spec)
+    lower, upper = certify.bounds(net, x, eps, norm=norm, method=method)
+    m_lower, m_upper = certify.bounds(net, x, eps, norm=norm, method=method, spec=spec)
     assert bool((lower <= upper).all()) and bool((m_lower <= m_upper).all())
     points = _ball_points(x, eps, norm, 2000, gen)
     with torch.no_grad():
@@ -117,45 +123,50 @@ def test_bounds_hold_for_every_point_of_the_ball(kind, norm, eps):
     for k in range(4):
         x_adv = _ascend(lambda z: -torch.einsum("no,no->n", spec[:, k], net(z)), x, eps, norm)
         assert bool((torch.einsum("no,no->n", spec[:, k], net(x_adv)) >= m_lower[:, k] - tol).all()), k
+    if method != "ibp":
+        return
     # bounding the margins directly is never looser than subtracting the logit bounds
     subtracted = lower.gather(1, y[:, None]) - torch.stack(
         [upper[i][torch.arange(5) != y[i]] for i in range(3)])
     assert bool((m_lower >= subtracted - tol).all())
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("kind", ["cnn", "mlp", "pool"])
-def test_zero_eps_gives_the_output(kind, norm):
+@pytest.mark.parametrize("kind", ["cnn", "mlp", "pool", "strided"])
+def test_zero_eps_gives_the_output(kind, norm, method):
     net = _network(kind, seed=3)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(4))
-    lower, upper = certify.bounds(net, x, 0.0, norm=norm)
+    lower, upper = certify.bounds(net, x, 0.0, norm=norm, method=method)
     with torch.no_grad():
         out = net(x)
     torch.testing.assert_close(lower, out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(upper, out, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("norm,dual", [("linf", 1), ("l2", 2)])
-def test_a_linear_layer_has_its_closed_form(norm, dual):
+def test_a_linear_layer_has_its_closed_form(norm, dual, method):
     """W x +- eps ||W_i||_dual, with x far enough from the box's faces that the box does not bite."""
     torch.manual_seed(5)
     layer = nn.Linear(10, 3)
     x = 0.4 + 0.2 * torch.rand(2, 10)
-    lower, upper = certify.bounds(layer, x, 0.05, norm=norm)
+    lower, upper = certify.bounds(layer, x, 0.05, norm=norm, method=method)
     centre = layer(x).detach()
     radius = 0.05 * layer.weight.detach().norm(p=dual, dim=1)
     torch.testing.assert_close(lower, centre - radius)
     torch.testing.assert_close(upper, centre + radius)
     # with the margins as the spec: (C W) x +- eps ||(C W)_k||_dual, one bound per margin
     spec = certify.margin_spec(torch.tensor([2, 0]), 3)
-    m_lower, _ = certify.bounds(layer, x, 0.05, norm=norm, spec=spec)
+    m_lower, _ = certify.bounds(layer, x, 0.05, norm=norm, method=method, spec=spec)
     merged = torch.einsum("nko,oi->nki", spec, layer.weight.detach())
     torch.testing.assert_close(m_lower, torch.einsum("nko,no->nk", spec, centre) - 0.05 * merged.norm(p=dual, dim=2))
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("norm,dual", [("linf", 1), ("l2", 2)])
 @pytest.mark.parametrize("layer", ["conv", "linear"])
-def test_one_affine_and_one_weighted_layer_are_bounded_exactly(layer, norm, dual):
+def test_one_affine_and_one_weighted_layer_are_bounded_exactly(layer, norm, dual, method):
     """An affine layer and then one Conv2d (strided) or Flatten + Linear is a linear map, so
     its exact range over the ball is out(x) +- eps ||grad||_dual per output: the bound must
     equal it (for the conv's L2 bound, at outputs whose kernel lies inside the image).
@@ -165,7 +176,7 @@ def test_one_affine_and_one_weighted_layer_are_bounded_exactly(layer, norm, dual
     net = nn.Sequential(Affine([2.0, -0.5], [0.1, -0.2]), *body).eval()
     x = 0.4 + 0.2 * torch.rand(1, 2, 8, 8)
     eps = 0.02
-    lower, upper = certify.bounds(net, x, eps, norm=norm)
+    lower, upper = certify.bounds(net, x, eps, norm=norm, method=method)
     out = net(x).detach()
     units = [(c, i, j) for c in range(3) for i in (1, 2) for j in (1, 3)] if layer == "conv" else \
         [(k,) for k in range(4)]
@@ -175,6 +186,21 @@ def test_one_affine_and_one_weighted_layer_are_bounded_exactly(layer, norm, dual
         reach = eps * grad.norm(p=dual)
         assert upper[(0,) + unit].item() == pytest.approx((out[(0,) + unit] + reach).item(), abs=1e-5)
         assert lower[(0,) + unit].item() == pytest.approx((out[(0,) + unit] - reach).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_crown_ibp_keeps_what_intervals_lose(norm):
+    """relu(x) - relu(x) is 0 everywhere: CROWN-IBP's linear bounds cancel exactly (both
+    units are active on the ball), while IBP's intervals add up to [-0.5, 0.5]."""
+    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0), net[0].bias.zero_(), net[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        net[2].bias.zero_()
+    x = torch.tensor([[0.5]])
+    lower, upper = certify.bounds(net, x, 0.25, norm=norm, method="crown-ibp")
+    assert lower.item() == pytest.approx(0.0, abs=1e-6) and upper.item() == pytest.approx(0.0, abs=1e-6)
+    lower, upper = certify.bounds(net, x, 0.25, norm=norm, method="ibp")
+    assert lower.item() == pytest.approx(-0.5) and upper.item() == pytest.approx(0.5)
 
 
 def test_a_one_relu_network_by_hand():
@@ -204,7 +230,9 @@ def test_the_small_cnn_is_read_as_its_chain_and_verified_images_resist_attack(tm
     assert [type(m) for m in certify.chain(model)][:2] == [models.Normalize, nn.Conv2d]
     assert certify.verified_accuracy(model, x, y, 0.0) == float(right.float().mean())  # eps 0: the correct ones
     eps = 1e-4  # IBP is loose on a network not trained for it: at 3e-4 it verified none of 200 images
-    verified = certify.verified(model, x, y, eps)
+    by_ibp = certify.verified(model, x, y, eps, method="ibp")
+    verified = certify.verified(model, x, y, eps)  # the larger of IBP's and CROWN-IBP's bound
+    assert bool(verified[by_ibp].all())
     assert 0 < int(verified.sum()) <= int(right.sum())
     x_adv = attacks.PGD(model, eps=eps, steps=50)(x, y)
     with torch.no_grad():
@@ -225,5 +253,5 @@ def test_what_cannot_be_bounded_is_refused():
         certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, norm="l1")
     with pytest.raises(ValueError, match="spec must be a tensor of shape"):
         certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, spec=torch.ones(2, 1))
-    with pytest.raises(ValueError, match="method must be 'ibp'"):
+    with pytest.raises(ValueError, match="method must be one of ibp, crown-ibp"):
         certify.verified(nn.Linear(4, 2), torch.rand(1, 4), torch.tensor([0]), 0.1, method="crown")

@@ -1,7 +1,8 @@
 """Certified bounds: sound lower bounds on robust accuracy, beside the attacks' upper ones.
 
-- `bounds(model, x, eps, norm=..., spec=...)`: interval bound propagation (ibp.py; Gowal et
-  al. 2018) on the model's outputs, or on spec @ outputs;
+- `bounds(model, x, eps, norm=..., method=..., spec=...)`: interval bound propagation
+  (ibp.py; Gowal et al. 2018) or CROWN-IBP (crown.py; Zhang et al. 2020) on the model's
+  outputs, or on spec @ outputs;
 - `verified_accuracy(model, x, y, eps, ...)`: the share of images whose every margin
   logit_y - logit_j has a positive lower bound;
 - `margin_spec(y, num_classes)`: the specification matrix of those margins.
@@ -10,8 +11,21 @@ Depends on torch and gatfast.ops only. Why own code: auto_LiRPA, the reference l
 these bounds, supports no torch this project runs (README, Dependencies).
 """
 
-from gatfast.certify.ibp import bounds
+from gatfast.certify import crown, ibp
 from gatfast.certify.layers import SUPPORTED, chain
-from gatfast.certify.verify import margin_spec, verified, verified_accuracy
+from gatfast.certify.verify import METHODS, margin_spec, verified, verified_accuracy
 
-__all__ = ["SUPPORTED", "bounds", "chain", "margin_spec", "verified", "verified_accuracy"]
+BOUNDS = {"ibp": ibp.bounds, "crown-ibp": crown.bounds}
+
+
+def bounds(model, x, eps, *, norm="linf", method="ibp", lo=0.0, hi=1.0, spec=None):
+    """Sound lower and upper bounds on model(x') (or spec @ model(x'), spec of shape
+    (N, K, outputs)) for every x' in the eps-ball of `norm` around x inside [lo, hi]:
+    method "ibp" (ibp.py) or "crown-ibp" (crown.py)."""
+    if method not in BOUNDS:
+        raise ValueError(f"method must be one of {', '.join(BOUNDS)}, got {method!r}")
+    return BOUNDS[method](model, x, eps, norm=norm, lo=lo, hi=hi, spec=spec)
+
+
+__all__ = ["BOUNDS", "METHODS", "SUPPORTED", "bounds", "chain", "crown", "ibp", "margin_spec", "verified",
+           "verified_accuracy"]
