@@ -5,6 +5,7 @@
   gatfast eval runs/NAME [--surrogate runs/OTHER] [--attacks fgsm,pgd,...] [--n 1000 --n-slow 200]
   gatfast sweep --datasets mnist5k,digits --methods standard,gat --seeds 0,1,2 --out runs/sweep
   gatfast report runs/sweep
+  gatfast certify runs/NAME [--eps 0.1,0.3] [--method crown-ibp] [--n 1000]
 
 Bad configuration exits with status 2 and one line on stderr, no traceback.
 """
@@ -273,6 +274,22 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_certify(args) -> int:
+    from gatfast.evaluation import certified
+    device = str(train_mod.resolve_device(args.device))
+    _existing_folder(args.data_root, "--data-root")
+    eps = None if args.eps is None else _list(args.eps, float, "--eps")
+    if eps is None:
+        eps = (train_mod.load_config(args.run_dir).eps,)
+    report = certified.certify_run(args.run_dir, eps, method=args.method, n=args.n, device=device,
+                                   data_root=args.data_root, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"\n{report['method_trained']} on {report['dataset']}, {args.run_dir}: {report['bound']} bounds, "
+          f"{report['norm']} ball, first {report['n']} test images")
+    print(certified.format_table(report))
+    print(f"wrote {args.run_dir}/certify.json")
+    return 0
+
+
 def _cmd_bench_pgd(args) -> int:
     from gatfast.bench import attacks as bench_pgd
     if args.steps < 1 or args.rounds < 1:
@@ -349,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
     w.add_argument("--out", required=True, help="the sweep folder (a second run resumes it)")
     w.set_defaults(func=_cmd_sweep)
+    c = sub.add_parser("certify", help="verified accuracy of a trained run: sound lower bounds on robust accuracy")
+    c.add_argument("run_dir", help="a run folder written by gatfast train")
+    c.add_argument("--eps", default=None, help=_help("comma-separated", default="the run's eps"))
+    c.add_argument("--method", default="crown-ibp", help=_help("the bound; crown-ibp takes, per margin, the larger "
+                                                               "of its and IBP's", ("ibp", "crown-ibp"), "crown-ibp"))
+    c.add_argument("--n", type=int, default=1000, help=_help("first test images", default=1000))
+    c.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    c.add_argument("--data-root", default=None, help=_help("where torchvision datasets live", default="the run's"))
+    c.set_defaults(func=_cmd_certify)
     bp = sub.add_parser("bench-pgd", help="gatfast PGD against torchattacks PGD over a test set, same budget")
     bp.add_argument("--run", action="append", default=[],
                     help=_help("a run folder whose model to attack, repeatable",
@@ -429,6 +455,7 @@ _AFTER_INTERRUPT = {
     "train": "the run folder holds the last finished epoch: continue with gatfast train --out RUN --resume",
     "eval": "no eval.json was written (it is written whole, at the end): run the same command again",
     "sweep": "finished cells are kept: run the same sweep command again to go on",
+    "certify": "no certify.json was written (it is written whole, at the end): run the same command again",
 }
 
 

@@ -47,6 +47,7 @@ EXTRA = {
     "--variants": ("nonsense",),
 }
 SWEEP_EPS = ("x", "nan", "-1", "0", "2", "digits=x", "mnist5k=0.1", "digits=0.1,imagenet=0.1")
+CERTIFY_EPS = ("x", "nan", "inf", "-1", "2", ",", "0.1,x")
 
 
 def _values(action: argparse.Action) -> list[str]:
@@ -80,6 +81,7 @@ BASE = {
     "bench-pgd": ["--run", "{run}", "--steps", "1", "--rounds", "1", "--out", "{tmp}/bench"],
     "bench-autoattack": ["{run}", "--n", "4", "--variants", "gatfast", "--out", "{tmp}/bench"],
     "report": ["{tmp}/sweep"],
+    "certify": ["{run}", "--eps", "0.01", "--n", "20"],
 }
 # Flags whose values are paths or folders: their bad values are named below.
 PATH_FLAGS = {"--out", "--data-root", "--surrogate", "--run"}
@@ -128,6 +130,8 @@ COMBINATIONS = [
      ["--datasets", "digits", "--methods", "standard", "--seeds", "0", "--norm", "l2", "--eps", "-2",
       "--out", "{tmp}/sweep"], "eps"),
     ("report of a missing folder", "report", ["{tmp}/nothing"], "nothing"),
+    ("certify of a missing folder", "certify", ["{tmp}/nothing"], "nothing"),
+    ("certify --data-root missing", "certify", BASE["certify"] + ["--data-root", "{tmp}/nothing"], "--data-root"),
     ("report of a run folder", "report", ["{run}"], "not a sweep folder"),
     ("bench-pgd --run missing", "bench-pgd", ["--run", "{tmp}/nothing", "--steps", "1", "--out", "{tmp}/bench"],
      "nothing"),
@@ -161,7 +165,8 @@ def _walk() -> list[tuple[str, str, list[str], str]]:
                     or action.option_strings[0] in PATH_FLAGS:
                 continue
             flag = action.option_strings[0]
-            values = SWEEP_EPS if (verb, flag) == ("sweep", "--eps") else _values(action)
+            values = {("sweep", "--eps"): SWEEP_EPS, ("certify", "--eps"): CERTIFY_EPS}.get((verb, flag)) or \
+                _values(action)
             for value in values:
                 cases.append((f"{verb} {flag} {value}", verb, _replace_flag(BASE[verb], flag, value), flag))
     for name, verb, args, names in COMBINATIONS:

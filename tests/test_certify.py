@@ -3,6 +3,7 @@ layer (thousands of points of each ball, its corners, and projected gradient asc
 every output and every margin stay inside), exact where the answer is known (eps = 0, a
 linear layer's closed form, a one-ReLU network by hand), and refusing what it cannot bound."""
 
+import json
 import math
 
 import pytest
@@ -255,3 +256,22 @@ def test_what_cannot_be_bounded_is_refused():
         certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, spec=torch.ones(2, 1))
     with pytest.raises(ValueError, match="method must be one of ibp, crown-ibp"):
         certify.verified(nn.Linear(4, 2), torch.rand(1, 4), torch.tensor([0]), 0.1, method="crown")
+
+
+def test_the_certify_command_writes_certify_json(tmp_path, capsys):
+    from gatfast import cli, train
+    run = tmp_path / "run"
+    train.train(train.TrainConfig(dataset="digits", method="standard", epochs=2, eps=0.1, eval_pgd_steps=0,
+                                  progress=False), run, log=lambda *_: None)
+    assert cli.main(["certify", str(run), "--eps", "0,0.001,0.1", "--n", "100", "--method", "crown-ibp",
+                     "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "crown-ibp bounds, linf ball, first 100 test images" in out and "wrote" in out
+    report = json.loads((run / "certify.json").read_text())
+    assert [r["eps"] for r in report["rows"]] == [0.0, 0.001, 0.1] and report["n"] == 100
+    verified = [r["verified"] for r in report["rows"]]
+    assert verified[0] == pytest.approx(report["clean"])  # eps 0: exactly the correctly classified images
+    assert verified[0] >= verified[1] >= verified[2]
+    # without --eps: the run's own
+    assert cli.main(["certify", str(run), "--n", "20", "--method", "ibp"]) == 0
+    assert [r["eps"] for r in json.loads((run / "certify.json").read_text())["rows"]] == [0.1]
