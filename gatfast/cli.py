@@ -153,6 +153,7 @@ def _bench_case(text: str) -> tuple[str, int]:
 
 _EVAL_HELP = {
     "attacks": "comma-separated; autoattack means its four members",
+    "certified": "the bound of the certified row (a lower bound beside the attacks' upper ones); none: no row",
     "n": "first test images for every attack but CW (1000 is all of mnist5k's test split)",
     "n_slow": "first test images for CW",
     "n_autoattack": "AutoAttack's members on only the first N images; they are the slowest",
@@ -183,7 +184,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser, skip=()):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        choices = suite.ATTACKS + tuple(suite.GROUPS) if f.name == "attacks" else ()
+        choices = {"attacks": suite.ATTACKS + tuple(suite.GROUPS), "certified": suite.CERTIFIED}.get(f.name, ())
         help_text = _help(_EVAL_HELP.get(f.name), choices, _eval_default(f))
         if kind in (int, float, str):
             parser.add_argument(flag, type=kind, default=None, help=help_text)

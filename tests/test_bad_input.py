@@ -29,7 +29,7 @@ ZERO_ALLOWED = {"--seed", "--train-size", "--latent-dim", "--generator-blocks", 
                 "--generator-random-init", "--weight-decay", "--trades-beta", "--c-g", "--eps-warmup", "--alpha",
                 "--warmup"}
 CHOICE_FLAGS = {"--dataset", "--method", "--model", "--norm", "--optimizer", "--schedule", "--amp", "--backend",
-                "--generator-input", "--generator-bound", "--generator-resolution", "--recipe"}
+                "--generator-input", "--generator-bound", "--generator-resolution", "--recipe", "--certified"}
 
 # Values beyond the generic ones, per flag (all verbs).
 EXTRA = {

@@ -18,7 +18,7 @@ FAST_ARGS = ["--n", "120", "--n-slow", "40", "--pgd-steps", "10", "--check-facto
              "--sweep-steps", "10", "--cw-steps", "10", "--cw-search-steps", "2", "--square-queries", "50",
              "--transfer-steps", "10", "--autoattack-steps", "10", "--no-progress"]
 CHECKS = ("accuracy_falls_with_eps", "near_zero_at_eps_1", "black_box_not_stronger", "more_steps_do_not_help",
-          "restarts_do_not_help", "stronger_loss_does_not_help", "worst_case_is_converged")
+          "restarts_do_not_help", "stronger_loss_does_not_help", "worst_case_is_converged", "certified_below_empirical")
 
 
 def _train(folder, **config):
@@ -207,6 +207,7 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
     header = next(line for line in md.splitlines() if line.startswith("| method"))
     assert "| clean (120 images) | FGSM (120 images) | PGD-10 (120 images) |" in header
     assert "| AutoAttack (not run) | clean (120 images) | worst case (120 images) |" in header
+    assert "| certified, a lower bound (120 images) |" in header
     for png in ("robust_vs_eps.png", "clean_vs_robust.png", "train_time.png"):
         assert (out / png).stat().st_size > 1000
     # A third run does nothing but the report.
@@ -240,15 +241,44 @@ def test_sweep_report_says_how_many_images_each_column_ran_on():
            "clean_images": [359, 359], "attacks": {"pgd": {"name": "PGD-100", "values": [0.6, 0.62],
                                                            "images": [359, 359]}},
            "autoattack": [0.55, 0.57], "autoattack_images": [100, 100], "worst_case": [0.5, 0.52],
-           "worst_case_clean": [0.95, 0.97], "worst_case_images": [100, 100], "wall_s": [10.0, 11.0],
+           "worst_case_clean": [0.95, 0.97], "worst_case_images": [100, 100], "certified": [0.1, 0.2],
+           "certified_images": [359, 359], "wall_s": [10.0, 11.0],
            "sweep": {}, "failed_checks": []}
     md = sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"], "seeds": [0, 1]})
     header, rule, line = [l for l in md.splitlines() if l.startswith("|")]
     assert header == ("| method | seeds | clean (359 images) | PGD-100 (359 images) | AutoAttack (100 images) "
-                      "| clean (100 images) | worst case (100 images) | train time (s) | failed checks |")
+                      "| clean (100 images) | worst case (100 images) | certified, a lower bound (359 images) "
+                      "| train time (s) | failed checks |")
     assert rule.count("|---") == header.count("|") - 1
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2].startswith("91.0") and cells[5].startswith("96.0") and cells[6].startswith("51.0")
+    assert cells[7].startswith("15.0")
     row["worst_case_images"] = [100, 80]
     assert "worst case (80-100 images)" in sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"],
                                                                        "seeds": [0, 1]})
+
+
+def test_certified_below_empirical_has_no_tolerance():
+    """One image that the bounds verified and an attack broke fails the check: a bound or
+    an attack is wrong. Images the attack did not run on cannot violate it."""
+    pgd = evaluate.AttackResult(name="PGD-10", description="", white_box=True, n=4, clean=1.0, accuracy=0.5,
+                                seconds=0.0, outcome=torch.tensor([1, 0, 1, -1], dtype=torch.int8))
+    config = evaluate.EvalConfig()
+    ok = evaluate.certified_check({"pgd": pgd}, torch.tensor([True, False, True, True]), "linf", 0.1, config)
+    assert ok["passed"] is True and "any of the 3 images the bounds verified" in ok["detail"]
+    bad = evaluate.certified_check({"pgd": pgd}, torch.tensor([True, True, False, False]), "linf", 0.1, config)
+    assert bad["passed"] is False and "PGD-10 (1)" in bad["detail"]
+    assert evaluate.certified_check({"pgd": pgd}, None, "linf", 0.1, config)["passed"] is None
+
+
+def test_eval_reports_the_certified_row_and_its_check(runs, capsys):
+    assert cli.main(["eval", str(runs[0]), "--attacks", "fgsm,pgd"] + FAST_ARGS) == 0
+    out = capsys.readouterr().out
+    report = json.loads((runs[0] / "eval.json").read_text())
+    c = report["certified"]
+    assert c["method"] == "crown-ibp" and c["n"] == 120 and 0 <= c["accuracy"] <= report["worst_case"]["accuracy"]
+    assert "certified (crown-ibp)" in out and "a lower bound on robust accuracy" in out
+    check = next(ch for ch in report["checks"] if ch["name"] == "certified_below_empirical")
+    assert check["passed"] is True
+    assert cli.main(["eval", str(runs[0]), "--attacks", "fgsm", "--certified", "none"] + FAST_ARGS) == 0
+    assert "certified" not in json.loads((runs[0] / "eval.json").read_text())

@@ -17,7 +17,13 @@ at `check_alpha`):
 - restarts_do_not_help: PGD with `check_restarts` times the restarts does not either;
 - stronger_loss_does_not_help: APGD-T (targeted DLR loss) does not beat the rest;
 - worst_case_is_converged: the member of the ensemble that breaks the most images no other
-  member breaks is not needed (the others are not significantly weaker without it).
+  member breaks is not needed (the others are not significantly weaker without it);
+- certified_below_empirical: no attack breaks an image the certified bounds verified (a
+  certificate is a lower bound on robust accuracy: one violation is a bug in a bound or an
+  attack, so this check has no tolerance).
+
+Beside the attacks, a `certified` row (gatfast.certify, CROWN-IBP by default) gives the
+share of images verified over the whole ball: a lower bound, where the attacks give upper ones.
 
 The check attacks are folded into the reported worst case too, so a failed check names
 the attack and the images it won, and the figure already uses the stronger result.
@@ -34,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from gatfast import attacks, train
+from gatfast import attacks, certify, train
 from gatfast.attacks import autoattack
 from gatfast.attacks.base import correct
 from gatfast.evaluation import plots
@@ -43,6 +49,7 @@ from gatfast.train import data, runs
 ATTACKS = ("fgsm", "pgd", "pgd_margin", "apgd_ce", "apgd_t", "fab_t", "square", "cw", "transfer")
 GROUPS = {"autoattack": autoattack.MEMBERS}  # names that stand for several attacks
 CASCADE = ("fab_t", "square")  # on the images AutoAttack's earlier members left standing
+CERTIFIED = certify.METHODS + ("none",)  # the bound of the certified row; none: no row
 
 
 class EvalError(ValueError):
@@ -72,6 +79,7 @@ class EvalConfig:
     transfer_steps: int = 100
     seed: int = 0
     attack_batch_size: int = 250   # images per attack batch (fastest on the CPU here: README)
+    certified: str = "crown-ibp"   # the bound of the certified row (CERTIFIED; "none": no row)
 
     def keys(self) -> tuple:
         """The attacks to run, with group names (autoattack) expanded, in ATTACKS order."""
@@ -99,6 +107,8 @@ class EvalConfig:
                             f"AutoAttack runs on the first n_autoattack of the n images")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise EvalError(f"seed must be an int >= 0, got {self.seed!r}")
+        if self.certified not in CERTIFIED:
+            raise EvalError(f"certified must be one of {', '.join(CERTIFIED)}, got {self.certified!r}")
         if not (isinstance(self.check_alpha, (int, float)) and 0 < self.check_alpha < 1):
             raise EvalError(f"check_alpha must be in (0, 1), got {self.check_alpha!r}")
         for name in ("eps", "cw_budget", "pgd_step_size"):
@@ -359,9 +369,48 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
         "config": asdict(config),
     }
     report.update(headline(results, clean, norm, eps, config))
+    verified = None
+    if config.certified != "none":
+        report["certified"], verified = certified_row(model, x, y, eps, norm, config, clean)
+        if verified is not None:
+            log(f"  certified ({config.certified}) {report['certified']['accuracy']:6.1%}  "
+                f"({n} images, {report['certified']['seconds']:.0f} s, a lower bound)")
     report["checks"] = sanity_checks(results, report["worst_case"]["ensemble"] if report["worst_case"] else [],
                                      sweep, norm, config.check_alpha)
+    report["checks"].append(certified_check(results, verified, norm, eps, config))
     return report
+
+
+def certified_row(model, x, y, eps: float, norm: str, config: EvalConfig, clean: torch.Tensor):
+    """(the certified row, the per-image verified flags), or a row saying why there is none
+    (a model certify cannot read, such as the ResNets' residual blocks)."""
+    try:
+        certify.chain(model)
+    except TypeError as e:
+        return {"accuracy": None, "method": config.certified, "why": f"not certified: {e}"}, None
+    start = time.perf_counter()
+    verified = certify.verified(model, x, y, eps, norm=norm, method=config.certified,
+                                batch_size=config.attack_batch_size).cpu()
+    row = {"accuracy": float(verified.float().mean()), "n": len(y), "clean": float(clean.float().mean()),
+           "method": config.certified, "seconds": round(time.perf_counter() - start, 3),
+           "outcome": verified.to(torch.int8).tolist()}
+    return row, verified
+
+
+def certified_check(results: dict, verified: torch.Tensor | None, norm: str, eps: float, config: EvalConfig) -> dict:
+    """certified_below_empirical: an image the bounds verified that an attack of the threat
+    model broke is a bug in a bound or an attack (no tolerance: not a statistical check)."""
+    keys = [k for k, r in results.items() if in_threat_model(k, r, norm, eps, config)]
+    if verified is None or not keys:
+        return _check("certified_below_empirical", None, "not run (needs the certified row and an attack)")
+    violations = {results[k].name: int((verified & results[k].broken()).sum()) for k in keys}
+    bad = {name: v for name, v in violations.items() if v}
+    if bad:
+        return _check("certified_below_empirical", False,
+                      "images the bounds verified were broken by " + ", ".join(f"{k} ({v})" for k, v in bad.items())
+                      + ": a bound or an attack is wrong")
+    return _check("certified_below_empirical", True,
+                  f"no attack broke any of the {int(verified.sum())} images the bounds verified")
 
 
 def in_threat_model(key: str, result: AttackResult, norm: str, eps: float, config: EvalConfig) -> bool:
@@ -438,6 +487,13 @@ def format_table(report: dict) -> str:
                      + (f"; not {', '.join(left_out)}: another threat model" if left_out else "")
                      + (f"; the checks' attacks broke {w['checks_broke_more']} images the suite left standing"
                         if w.get("checks_broke_more") else ""))
+    c = report.get("certified")
+    if c and c["accuracy"] is not None:
+        rows.append((f"certified ({c['method']})", "bound", str(c["n"]), f"{c['clean']:.1%}", f"{c['accuracy']:.1%}"))
+        notes.append("certified: images whose every margin has a positive lower bound over the whole ball, a "
+                     "lower bound on robust accuracy (the attacks give upper ones)")
+    elif c:
+        notes.append(f"certified: {c['why']}")
     widths = [max(len(row_[i]) for row_ in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row_, widths)))
              for row_ in rows]

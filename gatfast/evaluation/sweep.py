@@ -179,6 +179,8 @@ def report(out) -> dict:
                         row["values"].append(r["accuracy"])
                         row["images"].append(r["n"])
             with_aa = [c["eval"]["autoattack"] for c in group if c["eval"].get("autoattack")]
+            with_cert = [c["eval"]["certified"] for c in group
+                         if (c["eval"].get("certified") or {}).get("accuracy") is not None]
             with_worst = [c["eval"]["worst_case"] for c in group if c["eval"]["worst_case"]]
             sweep = {}
             for c in group:
@@ -197,6 +199,8 @@ def report(out) -> dict:
                 "worst_case": [w["accuracy"] for w in with_worst],
                 "worst_case_clean": [w["clean"] for w in with_worst],
                 "worst_case_images": [w["n"] for w in with_worst],
+                "certified": [c["accuracy"] for c in with_cert],
+                "certified_images": [c["n"] for c in with_cert],
                 "wall_s": [c["wall_s"] for c in group if c["wall_s"] is not None],
                 "sweep": {e: v for e, v in sorted(sweep.items())},
                 "failed_checks": failed,
@@ -230,17 +234,20 @@ def _markdown(rows, missing, spec) -> str:
         aa_images = [n for r in group for n in r["autoattack_images"]]
         worst_images = [n for r in group for n in r["worst_case_images"]]
         clean_images = [n for r in group for n in r["clean_images"]]
+        cert_images = [n for r in group for n in r.get("certified_images", [])]
         lines += [f"## {d} (eps {group[0]['eps']:g})", "",
                   f"| method | seeds | clean ({_images(clean_images)}) | " +
                   " | ".join(f"{names[k]} ({_images(images[k])})" for k in keys) +
                   f" | AutoAttack ({_images(aa_images)}) | clean ({_images(worst_images)}) "
-                  f"| worst case ({_images(worst_images)}) | train time (s) | failed checks |",
-                  "|---" * (8 + len(keys)) + "|"]
+                  f"| worst case ({_images(worst_images)}) | certified, a lower bound ({_images(cert_images)}) "
+                  f"| train time (s) | failed checks |",
+                  "|---" * (9 + len(keys)) + "|"]
         for r in group:
             cols = [_fmt(r["attacks"][k]["values"]) if k in r["attacks"] else "-" for k in keys]
             lines.append(f"| {r['method']} | {len(r['seeds'])} | {_fmt(r['clean'])} | " + " | ".join(cols) +
                          f" | {_fmt(r['autoattack'])} | {_fmt(r['worst_case_clean'])} | {_fmt(r['worst_case'])} "
-                         f"| {_fmt(r['wall_s'], 1.0, 0)} | {', '.join(r['failed_checks']) or 'none'} |")
+                         f"| {_fmt(r.get('certified', []))} | {_fmt(r['wall_s'], 1.0, 0)} | "
+                         f"{', '.join(r['failed_checks']) or 'none'} |")
         lines.append("")
     if missing:
         lines += ["## Missing cells", ""]
