@@ -22,7 +22,7 @@ from gatfast import train as train_mod
 from gatfast.gat import generators
 from gatfast.ops import backends
 from gatfast.train import config as config_mod
-from gatfast.train import data, methods, models
+from gatfast.train import data, methods, models, runs
 
 _HELP = {
     "dataset": "mnist5k and digits are embedded; the others load from --data-root",
@@ -130,7 +130,7 @@ def _cmd_bench(args) -> int:
     from gatfast.bench import step as bench
     if args.iters < 1 or args.warmup < 0:
         raise train_mod.ConfigError("--iters must be >= 1 and --warmup >= 0")
-    _folder_or_new(args.out, "--out")
+    runs.check_folder_or_new(args.out, "--out")
     device = None if args.device == "auto" else str(train_mod.resolve_device(args.device))
     cases = [_bench_case(c) for c in args.case] or None
     variants = list(_list(args.variants, str, "--variants")) or None
@@ -217,12 +217,6 @@ def _eval_config_from(args, skip=()):
     return suite.EvalConfig(**values)
 
 
-def _folder_or_new(path, flag: str) -> None:
-    """An output folder flag: a folder, or nothing yet; never a file."""
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise train_mod.ConfigError(f"{flag}: {path} is a file, not a folder")
-
-
 def _existing_folder(path, flag: str) -> None:
     if path is not None and not Path(path).is_dir():
         raise train_mod.ConfigError(f"{flag}: {path} is not a folder")
@@ -252,7 +246,7 @@ _SWEEP_TRAIN_OPTIONS = ("epochs", "batch_size", "model", "norm", "lr", "train_si
 def _cmd_sweep(args) -> int:
     from gatfast.evaluation import sweep
     train_mod.resolve_device(args.device)
-    _folder_or_new(args.out, "--out")
+    runs.check_folder_or_new(args.out, "--out")
     datasets = _list(args.datasets, str, "--datasets")
     options = {k: getattr(args, k) for k in _SWEEP_TRAIN_OPTIONS if getattr(args, k, None) is not None}
     spec = sweep.SweepSpec(datasets=datasets, methods=_list(args.methods, str, "--methods"),
@@ -295,7 +289,7 @@ def _cmd_bench_pgd(args) -> int:
     from gatfast.bench import attacks as bench_pgd
     if args.steps < 1 or args.rounds < 1:
         raise train_mod.ConfigError("--steps and --rounds must be >= 1")
-    _folder_or_new(args.out, "--out")
+    runs.check_folder_or_new(args.out, "--out")
     for run in args.run:
         train_mod.load_config(run)  # a run folder, or the error that says it is not
     bench_pgd.run(args.run, str(train_mod.resolve_device(args.device)), steps=args.steps, rounds=args.rounds, out_dir=args.out)
@@ -307,7 +301,7 @@ def _cmd_bench_autoattack(args) -> int:
     from gatfast.bench import attacks as bench_pgd
     if args.n < 1:
         raise train_mod.ConfigError(f"--n must be >= 1, got {args.n}")
-    _folder_or_new(args.out, "--out")
+    runs.check_folder_or_new(args.out, "--out")
     train_mod.load_config(args.run_dir)
     variants = _list(args.variants, str, "--variants")
     unknown = [v for v in variants if v not in bench_pgd.AUTOATTACK_VARIANTS]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gatfast import train
 from gatfast.evaluation import plots, suite
+from gatfast.ops import checks
 from gatfast.train import data, methods, runs
 
 
@@ -76,8 +77,11 @@ def validate(spec: SweepSpec) -> None:
             raise train.ConfigError(f"{flag}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
     if not spec.seeds:
         raise train.ConfigError("seeds: name at least one")
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in spec.seeds):
-        raise train.ConfigError(f"seeds must be integers >= 0, got {', '.join(map(str, spec.seeds))}")
+    try:
+        for s in spec.seeds:
+            checks.seed(s, "seeds")
+    except (TypeError, ValueError):
+        raise train.ConfigError(f"seeds must be integers >= 0, got {', '.join(map(str, spec.seeds))}") from None
     extra = sorted(set(spec.eps) - set(spec.datasets))
     if extra:
         raise train.ConfigError(f"eps names {', '.join(extra)}, which --datasets does not")

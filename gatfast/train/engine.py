@@ -41,8 +41,8 @@ from gatfast.ops import backends
 from gatfast.train import data, distributed, methods
 from gatfast.train.build import build_classifier, build_method
 from gatfast.train.config import ConfigError, TrainConfig, resolve_device
-from gatfast.train.runs import (CHECKPOINT, RUN_FORMAT, CheckpointError, load, load_config, load_module,
-                                remove_stale_temporaries, save, write_json, write_text)
+from gatfast.train.runs import (CHECKPOINT, RUN_FORMAT, CheckpointError, check_folder_or_new, load, load_config,
+                                load_module, remove_stale_temporaries, save, write_json, write_text)
 
 
 # ---- schedules ---------------------------------------------------------------------------------
@@ -171,8 +171,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, log=print, on_e
 def _settle_config(config: TrainConfig, out: Path, resume: bool) -> TrainConfig:
     """The config to run: the one given for a new run (refusing a folder that holds one),
     or the saved one with `epochs` (and progress and device) from the one given."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} is a file, not a run folder")
+    check_folder_or_new(out, "out", "a run folder")
     if resume:
         if not (out / "config.json").is_file():
             raise ConfigError(f"--resume: {out} holds no run to resume (no config.json)")
@@ -271,9 +270,14 @@ def _restore(s: _Session, log) -> tuple[int, float]:
     _restore_rng(s, state, log)
     s.log_records = list(state["log"]) if "log" in state else _read_log(s.out, state["epoch"])
     if s.procs.main:  # the log as the checkpoint knows it (a kill may have cut it one epoch short)
-        write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log_records))
+        _write_log(s)
         log(f"resuming {s.out} at epoch {state['epoch'] + 1} of {s.config.epochs}")
     return state["epoch"], state["wall_s"]
+
+
+def _write_log(s: _Session) -> None:
+    """log.jsonl, whole and atomically, from the records the checkpoint keeps."""
+    write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log_records))
 
 
 def _read_log(out: Path, epochs: int) -> list:
@@ -414,7 +418,7 @@ def _save_epoch(s: _Session, epoch: int, record: dict, epoch_s: float, wall: flo
         "method": s.method.state_dict(), "rng": rng_ranks[0], "rng_ranks": rng_ranks, "log": s.log_records})
     # From the checkpoint's copy: a crash between the two writes leaves a log one epoch
     # short, which a resume (or the next save) rewrites whole.
-    write_text(s.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in s.log_records))
+    _write_log(s)
     log(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(
         f"{k} {record[k]:.4f}" for k in ("loss_classifier", "acc_clean", "acc_adv") if k in record)
         + f"  ({epoch_s:.1f} s)")

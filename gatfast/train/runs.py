@@ -134,6 +134,12 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
         raise
 
 
+def check_folder_or_new(path, flag: str, what: str = "a folder") -> None:
+    """An output folder: one that exists, or nothing yet; a file there is a ConfigError naming `flag`."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{flag}: {path} is a file, not {what}")
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """A JSON file written atomically, like the checkpoint."""
     _write_atomically(path, lambda f: (json.dump(obj, f, indent=2, sort_keys=True), f.write("\n")))
