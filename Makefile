@@ -9,7 +9,7 @@ ATTACKS_SPEC ?= torchattacks==3.5.1
 DEPS := numpy safetensors tqdm matplotlib mlxtend scikit-learn scipy pytest pytest-benchmark expecttest setuptools wheel ninja
 export CUDA_HOME ?= $(wildcard /usr/local/cuda)
 
-.PHONY: venv build demo test test-faults wheel wheel-check cmake-check bench ci gpu-check gpu-check-dry gpu-torch-check clean
+.PHONY: venv build demo test test-slow test-faults wheel wheel-check cmake-check bench ci gpu-check gpu-check-dry gpu-torch-check clean
 
 venv: $(VENV)/.deps
 $(VENV)/.deps: Makefile
@@ -39,9 +39,15 @@ demo: build
 	$(PY) -m gatfast train $(DEMO_SURROGATE) --eval-pgd-steps 0 --out $$run/surrogate; \
 	$(PY) -m gatfast eval $$run/gat --surrogate $$run/surrogate $(DEMO_EVAL)
 
-# The README's test command: set up, build, run the whole suite (but the fault injection).
+# The README's test command: set up, build, run the suite but for the two marked groups
+# below (it keeps under 10 minutes on 2 cores).
 test: build
 	$(PY) -m pytest -q
+
+# The slow tests (the attacks against torchattacks on trained robust models, certified
+# training to its floor): apart from `make test` for its time; CI runs both.
+test-slow: build
+	$(PY) -m pytest -q -m slow
 
 # The fault-injection tests that kill and interrupt subprocesses (SIGKILL mid-checkpoint,
 # Ctrl-C in train, eval and sweep): slower, so apart from `make test`; CI runs both.
@@ -72,7 +78,7 @@ cmake-check: venv
 bench: build
 	$(PY) -m pytest benchmarks/bench_ops.py -q -p no:randomly --benchmark-min-rounds=20
 
-ci: test wheel-check cmake-check gpu-torch-check
+ci: test test-slow test-faults wheel-check cmake-check gpu-torch-check
 
 # The extension, CUDA kernels included, built against the GPU machines' torch (2.11.0, the
 # CUDA 13 build) in a venv of its own, from a copy of the tracked sources (so no object file

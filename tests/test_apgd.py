@@ -2,7 +2,10 @@
 against torchattacks on trained, robust mnist5k models (pgd_at and gat): on the same
 images, never weaker than torchattacks' by more than 1 point. (Stronger is no fault: every
 output is checked inside the threat model in test_attacks.py, and the model itself
-judges it; on these 300 images gatfast's APGD-T was up to 1.7 points stronger.)"""
+judges it; on these 300 images gatfast's APGD-T was up to 1.7 points stronger.)
+
+The tests on the trained models are marked `slow` (about 6 minutes on 2 cores, most of
+the suite's time): `make test-slow` runs them, and CI runs it beside `make test`."""
 
 import pytest
 import torch
@@ -68,6 +71,7 @@ def test_dlr_losses_by_hand():
                                torch.tensor([-(3 - 1) / 3.5, -(1 - 2) / 3.0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["pgd_at", "gat"])
 def test_apgd_agrees_with_torchattacks_on_robust_models(robust_models, mnist_test, model_name):
     model, (x, y) = robust_models[model_name], mnist_test
@@ -86,6 +90,7 @@ def test_apgd_agrees_with_torchattacks_on_robust_models(robust_models, mnist_tes
     assert ours <= theirs + 0.01 + 1e-9, (model_name, "apgd-t", ours, theirs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["pgd_at", "gat"])
 def test_default_pgd_is_as_strong_as_apgd(robust_models, mnist_test, model_name):
     """The suite's PGD (the defaults of `gatfast eval`: 100 steps, APGD's adaptive step
@@ -99,6 +104,7 @@ def test_default_pgd_is_as_strong_as_apgd(robust_models, mnist_test, model_name)
     assert ours <= theirs + 0.01 + 1e-9, (model_name, ours, theirs)
 
 
+@pytest.mark.slow
 def test_autoattack_cascade_outcomes(robust_models, mnist_test):
     """Each member attacks only what the earlier ones left; the returned images are
     misclassified exactly where some member succeeded, and stay in the threat model."""
