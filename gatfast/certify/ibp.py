@@ -8,8 +8,13 @@ layer with weights takes the dual norm instead (W x +- eps ||W_i||_2, Gowal et a
 treatment of other norms), after folding any per-channel affine layers in front of it into
 its weights; the box is then not used, which is sound (the ball alone is a superset).
 
-The last Linear layer is merged with the specification C (C W, C b) before it is bounded:
-bounds on the margins logit_y - logit_j directly, tighter than subtracting logit bounds.
+A specification C becomes the last layer: merged with a final Linear layer (C W, C b) or
+appended after any other one. The bounds are then on the margins logit_y - logit_j
+directly, tighter than subtracting logit bounds.
+
+Everything here is differentiable in the model's parameters, so certified training
+(gatfast.train.methods.CROWNIBP) backpropagates through the bounds; `verified` runs them
+under no_grad.
 """
 
 from __future__ import annotations
@@ -22,6 +27,36 @@ from gatfast.certify.layers import affine_of, chain, is_affine
 from gatfast.ops import checks
 
 
+class SpecLinear(nn.Module):
+    """One linear map per image: out[n] = weight[n] @ z[n] + bias[n], weight (N, K, inputs).
+    The specification, merged with the model's last Linear layer or standing after it."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, z):
+        return torch.einsum("nki,ni->nk", self.weight, z.flatten(1)) + self.bias
+
+
+def with_spec(layers: list[nn.Module], spec: torch.Tensor | None, x: torch.Tensor) -> list[nn.Module]:
+    """The chain with the specification as its last layer (merged into a final Linear)."""
+    if spec is None:
+        return layers
+    check_spec(spec, x)
+    last = layers[-1] if layers else None
+    if isinstance(last, nn.Linear):
+        bias = spec @ last.bias if last.bias is not None else spec.new_zeros(spec.shape[:2])
+        return layers[:-1] + [SpecLinear(spec @ last.weight, bias)]
+    return layers + [SpecLinear(spec, spec.new_zeros(spec.shape[:2]))]
+
+
+def check_spec(spec, x: torch.Tensor) -> None:
+    if not isinstance(spec, torch.Tensor) or spec.dim() != 3 or spec.shape[0] != x.shape[0]:
+        raise ValueError(f"spec must be a tensor of shape (N, K, outputs) with N = {x.shape[0]}, got "
+                         f"{tuple(spec.shape) if isinstance(spec, torch.Tensor) else type(spec).__name__}")
+
+
 def bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf", lo: float = 0.0, hi: float = 1.0,
            spec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """IBP lower and upper bounds on model(x') (or spec @ model(x') when spec of shape
@@ -30,38 +65,32 @@ def bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf",
     norm = checks.norm(norm, allow_none=False)
     eps = checks.nonnegative(eps, "eps")
     lo, hi = checks.box(lo, hi)
-    layers = chain(model)
-    if spec is not None:
-        _check_spec(spec, x)
-    with torch.no_grad():
-        if norm == "linf":
-            lower, upper = (x - eps).clamp(lo, hi), (x + eps).clamp(lo, hi)
-            mid, rad = (upper + lower) / 2, (upper - lower) / 2
-            start = 0
-        else:
-            mid, rad, start = _l2_first_layer(layers, x, eps, spec)
-            if start > len(layers):  # the first weighted layer was the last, merged with the spec
-                return mid - rad, mid + rad
-        for i in range(start, len(layers)):
-            last = i == len(layers) - 1
-            if last and spec is not None and isinstance(layers[i], nn.Linear):
-                mid, rad = _linear_with_spec(layers[i], mid, rad, spec)
-                return mid - rad, mid + rad
-            mid, rad = _layer(layers[i], mid, rad)
-        if spec is not None:  # the model did not end in a Linear layer: spec on the output intervals
-            mid, rad = torch.einsum("nko,no->nk", spec, mid), torch.einsum("nko,no->nk", spec.abs(), rad)
-        return mid - rad, mid + rad
+    layers = with_spec(chain(model), spec, x)
+    return intervals(layers, x, eps, norm, lo, hi)[len(layers)]
 
 
-def _check_spec(spec, x):
-    if not isinstance(spec, torch.Tensor) or spec.dim() != 3 or spec.shape[0] != x.shape[0]:
-        raise ValueError(f"spec must be a tensor of shape (N, K, outputs) with N = {x.shape[0]}, got "
-                         f"{tuple(spec.shape) if isinstance(spec, torch.Tensor) else type(spec).__name__}")
+def intervals(layers: list[nn.Module], x: torch.Tensor, eps: float, norm: str, lo: float, hi: float) -> dict:
+    """IBP's (lower, upper) of the input of every layer that it bounds as an interval, and
+    of the output (key len(layers)). Under an L2 ball the layers up to the first weighted
+    one are crossed in closed form, so they have no entry."""
+    if norm == "linf":
+        lower, upper = (x - eps).clamp(lo, hi), (x + eps).clamp(lo, hi)
+        mid, rad, start = (upper + lower) / 2, (upper - lower) / 2, 0
+    else:
+        mid, rad, start = _l2_first_layer(layers, x, eps)
+    out = {}
+    for i in range(start, len(layers)):
+        out[i] = (mid - rad, mid + rad)
+        mid, rad = _layer(layers[i], mid, rad)
+    out[len(layers)] = (mid - rad, mid + rad)
+    return out
 
 
 def _layer(layer: nn.Module, mid: torch.Tensor, rad: torch.Tensor):
     if isinstance(layer, nn.Linear):
         return F.linear(mid, layer.weight, layer.bias), F.linear(rad, layer.weight.abs())
+    if isinstance(layer, SpecLinear):
+        return layer(mid), torch.einsum("nki,ni->nk", layer.weight.abs(), rad.flatten(1))
     if isinstance(layer, nn.Conv2d):
         conv = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
         return (F.conv2d(mid, layer.weight, layer.bias, **conv), F.conv2d(rad, layer.weight.abs(), None, **conv))
@@ -78,17 +107,10 @@ def _layer(layer: nn.Module, mid: torch.Tensor, rad: torch.Tensor):
     raise TypeError(f"no interval rule for {type(layer).__name__}")  # chain() refuses these first
 
 
-def _linear_with_spec(layer: nn.Linear, mid, rad, spec):
-    weight = torch.einsum("nko,oi->nki", spec, layer.weight)
-    bias = torch.einsum("nko,o->nk", spec, layer.bias) if layer.bias is not None else 0.0
-    return torch.einsum("nki,ni->nk", weight, mid) + bias, torch.einsum("nki,ni->nk", weight.abs(), rad)
-
-
-def _l2_first_layer(layers, x, eps, spec):
+def _l2_first_layer(layers, x, eps):
     """The L2 ball through the leading per-channel affine layers (and a Flatten) and the
-    first Linear or Conv2d, in closed form (the dual norm); returns (mid, rad, index of
-    the next layer to bound), the index past the end when that layer was the last one and
-    the spec is already applied."""
+    first weighted layer, in closed form (the dual norm); returns (mid, rad, index of the
+    next layer to bound)."""
     scale = torch.ones(1, x.shape[1], *[1] * (x.dim() - 2), dtype=x.dtype, device=x.device)
     mid, i, flat = x, 0, False
     while i < len(layers) and (is_affine(layers[i]) or isinstance(layers[i], (nn.Identity, nn.Dropout, nn.Flatten))):
@@ -98,19 +120,17 @@ def _l2_first_layer(layers, x, eps, spec):
         elif isinstance(layers[i], nn.Flatten):
             flat, mid = True, layers[i](mid)
         i += 1
-    if i == len(layers) or not isinstance(layers[i], (nn.Linear, nn.Conv2d)):
+    if i == len(layers) or not isinstance(layers[i], (nn.Linear, SpecLinear, nn.Conv2d)):
         # no weighted layer to take the dual norm: the ball's bounding box, scaled
         rad = eps * (scale.abs() * torch.ones_like(x))
         return mid, (rad.flatten(1) if flat else rad), i
     layer = layers[i]
-    if isinstance(layer, nn.Linear):
-        # the layer sees W diag(scale) over the ball of x (scale per input feature)
+    if isinstance(layer, (nn.Linear, SpecLinear)):
+        # the layer sees W diag(scale) over the ball of x (scale per input feature); each
+        # output row moves by at most eps times that row's L2 norm
+        out = layer(mid.flatten(1))
         weight = layer.weight * (scale * torch.ones_like(x[:1])).flatten()
-        out = F.linear(mid.flatten(1), layer.weight, layer.bias)
-        if spec is not None and i == len(layers) - 1:
-            spec_weight = torch.einsum("nko,oi->nki", spec, weight)
-            return torch.einsum("nko,no->nk", spec, out), eps * spec_weight.norm(dim=2), len(layers) + 1
-        return out, eps * weight.norm(dim=1).expand_as(out), i + 1
+        return out, eps * weight.norm(dim=-1).expand_as(out), i + 1
     if layer.groups != 1:
         raise TypeError("an L2 ball's first Conv2d must have groups=1")
     conv = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
