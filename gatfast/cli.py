@@ -28,6 +28,10 @@ _HELP = {
     "dataset": "mnist5k and digits are embedded; the others load from --data-root",
     "eps": "perturbation budget in [0, 1] pixel units (e.g. 0.3 for MNIST linf, 8/255 written as 0.0314)",
     "eps_warmup": "epochs over which eps ramps up linearly from 0, for every method",
+    "kappa_end": "crown_ibp, ibp: the clean loss's weight at the end of the eps ramp (it starts at 1)",
+    "beta_end": "crown_ibp: CROWN-IBP's share of the bound at the end of the eps ramp (it starts at 1; "
+                "the rest is IBP's)",
+    "sigma": "gaussian: the training noise's standard deviation (smooth with the same sigma)",
     "attack_steps": "PGD steps of pgd_at and trades",
     "generator_steps": "gat: generator applications per batch, each on a fresh gradient",
     "generator_updates": "gat: generator updates per classifier update",
@@ -52,7 +56,8 @@ _CHOICES = {
     "generator_resolution": generators.RESOLUTIONS,
 }
 _DEFAULT_WORDS = {"amp": "off", "generator_bound": "the norm", "attack_step_size": "2.5 eps / attack-steps",
-                  "data_root": "none", "train_size": "0: all"}
+                  "data_root": "none", "train_size": "0: all",
+                  "eps_warmup": "0, half the epochs for crown_ibp and ibp", "kappa_end": "0 for crown_ibp, 0.5 for ibp"}
 
 
 def _help(text: str | None, choices=(), default=dataclasses.MISSING) -> str:
@@ -276,8 +281,12 @@ def _cmd_certify(args) -> int:
     eps = None if args.eps is None else _list(args.eps, float, "--eps")
     if eps is None:
         eps = (train_mod.load_config(args.run_dir).eps,)
+    smoothing = certified.SmoothingSettings(
+        sigma=args.sigma, radii=_list(args.radii, float, "--radii"), images=args.smoothing_images, n=args.smoothing_n,
+        n0=args.smoothing_n0, alpha=args.alpha).validate()
     report = certified.certify_run(args.run_dir, eps, method=args.method, n=args.n, device=device,
-                                   data_root=args.data_root, log=lambda line: print(line, file=sys.stderr, flush=True))
+                                   data_root=args.data_root, log=lambda line: print(line, file=sys.stderr, flush=True),
+                                   smoothing=smoothing)
     print(f"\n{report['method_trained']} on {report['dataset']}, {args.run_dir}: {report['bound']} bounds, "
           f"{report['norm']} ball, first {report['n']} test images")
     print(certified.format_table(report))
@@ -361,14 +370,31 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
     w.add_argument("--out", required=True, help="the sweep folder (a second run resumes it)")
     w.set_defaults(func=_cmd_sweep)
+    from gatfast.certify import METHODS as certify_methods
+    from gatfast.evaluation import certified
     c = sub.add_parser("certify", help="verified accuracy of a trained run: sound lower bounds on robust accuracy")
     c.add_argument("run_dir", help="a run folder written by gatfast train")
     c.add_argument("--eps", default=None, help=_help("comma-separated", default="the run's eps"))
-    c.add_argument("--method", default="crown-ibp", help=_help("the bound; crown-ibp takes, per margin, the larger "
-                                                               "of its and IBP's", ("ibp", "crown-ibp"), "crown-ibp"))
+    c.add_argument("--method", default="crown-ibp", help=_help("the bound; crown-ibp and crown take, per margin, the "
+                                                               "larger of theirs and IBP's", certify_methods,
+                                                               "crown-ibp"))
     c.add_argument("--n", type=int, default=1000, help=_help("first test images", default=1000))
     c.add_argument("--device", default="auto", help=_DEVICE_HELP)
     c.add_argument("--data-root", default=None, help=_help("where torchvision datasets live", default="the run's"))
+    smooth = certified.SmoothingSettings()
+    c.add_argument("--sigma", type=float, default=None,
+                   help=_help("L2 runs: randomized smoothing's noise", default="the run's sigma"))
+    c.add_argument("--radii", default=",".join(map(str, smooth.radii)),
+                   help=_help("L2 runs: the radii of the smoothed certified accuracy",
+                             default=",".join(map(str, smooth.radii))))
+    c.add_argument("--smoothing-images", type=int, default=smooth.images,
+                   help=_help("L2 runs: the first test images smoothed", default=smooth.images))
+    c.add_argument("--smoothing-n", type=int, default=smooth.n,
+                   help=_help("L2 runs: noisy forwards per image that bound p_A (0: no smoothing)", default=smooth.n))
+    c.add_argument("--smoothing-n0", type=int, default=smooth.n0,
+                   help=_help("L2 runs: noisy forwards per image that choose the class", default=smooth.n0))
+    c.add_argument("--alpha", type=float, default=smooth.alpha,
+                   help=_help("L2 runs: each radius fails with probability at most alpha", default=smooth.alpha))
     c.set_defaults(func=_cmd_certify)
     bp = sub.add_parser("bench-pgd", help="gatfast PGD against torchattacks PGD over a test set, same budget")
     bp.add_argument("--run", action="append", default=[],

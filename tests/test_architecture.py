@@ -15,7 +15,7 @@ ALLOWED = {
     "gat": {"ops"},
     "attacks": {"ops"},
     "certify": {"ops"},
-    "train": {"ops", "gat", "attacks"},
+    "train": {"ops", "gat", "attacks", "certify"},
     "evaluation": {"ops", "gat", "attacks", "train", "certify"},
     "bench": {"ops", "gat", "attacks", "train"},
     "cli": {"ops", "gat", "attacks", "train", "evaluation", "bench", "certify"},

@@ -27,7 +27,7 @@ INT_BAD = ("-1", "1.5", "x")                 # and "0" where the flag is a count
 FLOAT_BAD = ("nan", "inf", "-1", "x")
 ZERO_ALLOWED = {"--seed", "--train-size", "--latent-dim", "--generator-blocks", "--eval-pgd-steps",
                 "--generator-random-init", "--weight-decay", "--trades-beta", "--c-g", "--eps-warmup", "--alpha",
-                "--warmup"}
+                "--warmup", "--kappa-end", "--beta-end", "--smoothing-n"}
 CHOICE_FLAGS = {"--dataset", "--method", "--model", "--norm", "--optimizer", "--schedule", "--amp", "--backend",
                 "--generator-input", "--generator-bound", "--generator-resolution", "--recipe", "--certified"}
 
@@ -35,6 +35,9 @@ CHOICE_FLAGS = {"--dataset", "--method", "--model", "--norm", "--optimizer", "--
 EXTRA = {
     "--eps": ("0", "2"),                       # 2: beyond the [0, 1] pixel range for linf
     "--alpha": ("1.5",),
+    "--kappa-end": ("1.5",),
+    "--radii": ("x", "-1", "nan", ",", "0.5,x"),
+    "--beta-end": ("1.5",),
     "--generator-random-init": ("2",),
     "--check-alpha": ("0", "1"),
     "--device": ("tpu", "cuda:x", "cuda:0,1") + (() if torch.cuda.is_available() else ("cuda",)),
@@ -108,6 +111,10 @@ COMBINATIONS = [
      ["--dataset", "digits", "--single-pass", "--out", "{tmp}/run"], "single-pass"),
     ("train --single-pass with pgd_at", "train",
      ["--dataset", "digits", "--method", "pgd_at", "--single-pass", "--out", "{tmp}/run"], "single-pass"),
+    ("train crown_ibp on a model certify cannot bound", "train",
+     ["--dataset", "digits", "--method", "crown_ibp", "--model", "preact_resnet18", "--out", "{tmp}/run"], "model"),
+    ("train --beta-end with ibp", "train",
+     ["--dataset", "digits", "--method", "ibp", "--beta-end", "0.5", "--out", "{tmp}/run"], "beta-end"),
     ("train --cuda-graph with pgd_at", "train",
      ["--dataset", "digits", "--method", "pgd_at", "--cuda-graph", "--out", "{tmp}/run"], "cuda-graph"),
     ("train --backend cuda on the CPU", "train",
@@ -283,6 +290,8 @@ def _api_objects():
         "FGSMRS": lambda **kw: methods.FGSMRS(model, opt, **{"eps": 0.1, **kw}),
         "TRADES": lambda **kw: methods.TRADES(model, opt, **{"eps": 0.1, **kw}),
         "GAT": lambda **kw: methods.GAT(model, opt, generator, opt_g, **{"eps": 0.1, **kw}),
+        "CROWNIBP": lambda **kw: methods.CROWNIBP(kw.pop("classifier", model), opt, **{"eps": 0.1, **kw}),
+        "Gaussian": lambda **kw: methods.Gaussian(model, opt, **{"eps": 0.1, **kw}),
         "FGSM": lambda **kw: attacks.FGSM(kw.pop("model", model), **{"eps": 0.1, **kw}),
         "PGD": lambda **kw: attacks.PGD(model, **{"eps": 0.1, **kw}),
         "APGD": lambda **kw: attacks.APGD(model, **{"eps": 0.1, **kw}),
@@ -311,6 +320,9 @@ API_ARGS = {
     "TRADES": {"steps": COUNT_BAD, "step_size": POSITIVE_BAD[:-1], "beta": NONNEGATIVE_BAD},
     "GAT": {"alpha": (-0.1, 1.5), "c_g": NONNEGATIVE_BAD, "generator_steps": COUNT_BAD,
             "generator_updates": COUNT_BAD},
+    "CROWNIBP": {"classifier": ("model", torch.nn.Tanh()), "kappa": ((0.0, 2.0), (1.0,), "1,0", (math.nan, 0.0)),
+                 "beta": ((-0.5, 0.0), (1.0, 0.0, 0.0), 0.5)},
+    "Gaussian": {"sigma": POSITIVE_BAD},
     "FGSM": {"model": ("model", None), "eps": EPS_BAD, "norm": ("l3",), "batch_size": COUNT_BAD},
     "PGD": {"steps": COUNT_BAD, "step_size": POSITIVE_BAD[:-1], "restarts": COUNT_BAD, "loss": ("dlr", None),
             "amp": ("fp32",), "seed": SEED_BAD, "batch_size": COUNT_BAD},

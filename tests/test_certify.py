@@ -94,7 +94,7 @@ def _ascend(f, x, eps, norm, steps=40):
 
 
 CASES = [(kind, norm, eps) for kind in ("cnn", "mlp", "pool", "strided") for norm, eps in (("linf", 0.05), ("l2", 0.3))]
-METHODS = ["ibp", "crown-ibp"]
+METHODS = ["ibp", "crown-ibp", "crown"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -204,6 +204,66 @@ def test_crown_ibp_keeps_what_intervals_lose(norm):
     assert lower.item() == pytest.approx(-0.5) and upper.item() == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_crown_tightens_the_relu_inputs_that_crown_ibp_takes_from_intervals(norm):
+    """relu(x) - relu(x) + 0.1 feeds a second ReLU: IBP gives its input [-0.4, 0.6] (an
+    unstable unit, relaxed), CROWN bounds it to exactly 0.1 (stable), so CROWN's output
+    bound is the exact 3 * 0.1 where CROWN-IBP's is looser."""
+    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0), net[0].bias.zero_(), net[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        net[2].bias.fill_(0.1), net[4].weight.fill_(3.0), net[4].bias.zero_()
+    x = torch.tensor([[0.5]])
+    lower, upper = certify.bounds(net, x, 0.25, norm=norm, method="crown")
+    assert lower.item() == pytest.approx(0.3, abs=1e-6) and upper.item() == pytest.approx(0.3, abs=1e-6)
+    lower, upper = certify.bounds(net, x, 0.25, norm=norm, method="crown-ibp")
+    assert lower.item() < 0.3 - 0.1 or upper.item() > 0.3 + 0.1
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(12, 5), nn.Conv2d(3, 4, 3, stride=2, padding=1),
+                                   nn.Conv2d(3, 4, 4, stride=2, padding=1), nn.Conv2d(3, 2, 2, stride=3),
+                                   nn.Conv2d(3, 6, 3, padding=2, dilation=2, groups=3),
+                                   models.Normalize((0.1, 0.2, 0.3), (0.5, 0.4, 0.3)), nn.Flatten()],
+                         ids=["linear", "conv-s2", "conv-k4", "conv-s3-odd", "conv-dilated-grouped", "normalize",
+                              "flatten"])
+def test_each_backward_rule_is_the_layers_vector_jacobian_product(layer):
+    """CROWN's written-out backward rules (a transposed convolution, A W, A scale) against
+    autograd's vector-Jacobian product on the same layer, sizes that leave a remainder
+    included; and both keep the graph to the layer's weights (certified training)."""
+    from gatfast.certify import crown
+    torch.manual_seed(11)
+    in_shape = (12,) if isinstance(layer, nn.Linear) else (3, 7, 9)
+    out_shape = tuple(layer(torch.zeros((1,) + in_shape)).shape[1:])
+    a = torch.randn((2, 3) + out_shape)
+    b = torch.randn(2, 3)
+    written = crown._through_affine(layer, a, b, in_shape)
+    generic = crown._through_vjp(layer, a, b, in_shape)
+    for mine, theirs in zip(written, generic):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    params = [p for p in layer.parameters()]
+    if params:
+        (grad,) = torch.autograd.grad(written[0].sum() + written[1].sum(), params[:1])
+        (expected,) = torch.autograd.grad(generic[0].sum() + generic[1].sum(), params[:1])
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_bounds_are_differentiable_in_the_weights(method):
+    """Certified training backpropagates through the bounds: finite gradients reach every
+    weight, and a step against the margin bound's gradient raises that bound."""
+    net = _network("strided", seed=12).train()
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(13))
+    spec = certify.margin_spec(torch.tensor([0, 1, 2, 3]), 5)
+    lower = certify.bounds(net, x, 0.05, method=method, spec=spec)[0]
+    params = [p for p in net.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(lower.sum(), params)
+    assert all(bool(torch.isfinite(g).all()) for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.add_(1e-3 * g)
+        assert float(certify.bounds(net, x, 0.05, method=method, spec=spec)[0].sum()) > float(lower.sum())
+
+
 def test_a_one_relu_network_by_hand():
     net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
     with torch.no_grad():
@@ -254,8 +314,11 @@ def test_what_cannot_be_bounded_is_refused():
         certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, norm="l1")
     with pytest.raises(ValueError, match="spec must be a tensor of shape"):
         certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, spec=torch.ones(2, 1))
-    with pytest.raises(ValueError, match="method must be one of ibp, crown-ibp"):
-        certify.verified(nn.Linear(4, 2), torch.rand(1, 4), torch.tensor([0]), 0.1, method="crown")
+    with pytest.raises(ValueError, match="method must be one of ibp, crown-ibp, crown"):
+        certify.verified(nn.Linear(4, 2), torch.rand(1, 4), torch.tensor([0]), 0.1, method="nonsense")
+    wide = nn.Sequential(nn.Flatten(), nn.Linear(4, 30), nn.ReLU(), nn.Linear(30, 30), nn.ReLU(), nn.Linear(30, 2))
+    with pytest.raises(ValueError, match="full CROWN would bound 30 units .* past max_rows=20: use crown-ibp"):
+        certify.crown.crown_bounds(wide, torch.rand(1, 4), 0.1, max_rows=20)
 
 
 def test_the_certify_command_writes_certify_json(tmp_path, capsys):
@@ -275,3 +338,114 @@ def test_the_certify_command_writes_certify_json(tmp_path, capsys):
     # without --eps: the run's own
     assert cli.main(["certify", str(run), "--n", "20", "--method", "ibp"]) == 0
     assert [r["eps"] for r in json.loads((run / "certify.json").read_text())["rows"]] == [0.1]
+
+
+def test_the_certify_command_smooths_an_l2_run(tmp_path, capsys):
+    from gatfast import cli, train
+    run = tmp_path / "run"
+    train.train(train.TrainConfig(dataset="digits", method="gaussian", norm="l2", eps=0.5, sigma=0.25, epochs=3,
+                                  eval_pgd_steps=0, progress=False), run, log=lambda *_: None)
+    assert cli.main(["certify", str(run), "--eps", "0.1", "--n", "50", "--smoothing-images", "20", "--smoothing-n",
+                     "500", "--radii", "0,0.1,0.5", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "randomized smoothing, sigma 0.25, n 500" in out and "first 20 test images" in out
+    smoothing = json.loads((run / "certify.json").read_text())["smoothing"]
+    assert smoothing["sigma"] == 0.25 and smoothing["images"] == 20 and smoothing["n"] == 500
+    certified = [r["certified"] for r in smoothing["rows"]]
+    assert [r["radius"] for r in smoothing["rows"]] == [0.0, 0.1, 0.5]
+    assert 0.5 <= certified[0] and certified[0] >= certified[1] >= certified[2]  # a trained model, radii growing
+    # --smoothing-n 0: no smoothing
+    assert cli.main(["certify", str(run), "--eps", "0.1", "--n", "20", "--smoothing-n", "0"]) == 0
+    assert "smoothing" not in json.loads((run / "certify.json").read_text())
+
+
+# ---- randomized smoothing ---------------------------------------------------------------------
+
+def _linear_binary(dim=20, seed=14):
+    """class 1 where w . x + b > 0: its smoothed prediction is known in closed form, with
+    P(f(x + noise) = 1) = Phi((w . x + b) / (sigma ||w||))."""
+    gen = torch.Generator().manual_seed(seed)
+    w, b = torch.randn(dim, generator=gen), 0.3
+    model = nn.Sequential(nn.Flatten(), nn.Linear(dim, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.zeros(dim), w]))
+        model[1].bias.copy_(torch.tensor([0.0, b]))
+    on_boundary = -b * w / w.dot(w)
+    return model, w / w.norm(), on_boundary
+
+
+def test_smoothing_certifies_a_linear_classifiers_distance_to_its_boundary():
+    """The certified radius is sigma * Phi^-1 of the Clopper-Pearson bound on the count of
+    n draws: it must lie where the count's 99.9% binomial range puts it, never beyond the
+    true distance to the boundary, and a point on the boundary abstains."""
+    from scipy.stats import binom, norm as normal
+    from gatfast.certify import smoothing
+    model, unit, base = _linear_binary()
+    distances = torch.tensor([0.05, 0.2, 0.4, 0.7])
+    x = torch.cat([base + d * unit for d in distances] + [base[None]]).view(5, 1, 4, 5)
+    y = torch.ones(5, dtype=torch.long)
+    sigma, n, alpha = 0.5, 10_000, 0.001
+    result = certify.smoothed_certify(model, x, y, sigma, n0=100, n=n, alpha=alpha, seed=3, progress=False)
+    assert int(result.prediction[4]) == smoothing.ABSTAIN and float(result.radius[4]) == 0.0
+    for i, d in enumerate(distances.tolist()):
+        p = float(normal.cdf(d / sigma))
+        low, high = (smoothing.radius_of_probability(smoothing._lower_confidence_bound(int(k), n, alpha), sigma)
+                     for k in binom.ppf([0.0005, 0.9995], n, p))
+        assert int(result.prediction[i]) == 1
+        assert low - 1e-9 <= float(result.radius[i]) <= high + 1e-9, (d, low, float(result.radius[i]), high)
+        assert float(result.radius[i]) <= d
+    assert result.accuracy_at(0.0) == pytest.approx(0.8) and result.accuracy_at(0.5) <= 0.2
+    again = certify.smoothed_certify(model, x, y, sigma, n0=100, n=n, alpha=alpha, seed=3, progress=False)
+    assert torch.equal(again.radius, result.radius)  # seeded: a certificate can be reproduced
+    wrong = certify.smoothed_certify(model, x[:1], torch.tensor([0]), sigma, n=1000, progress=False)
+    assert not bool(wrong.correct[0]) and wrong.accuracy_at(0.0) == 0.0
+
+
+def test_smoothing_refuses_bad_settings():
+    model, _, _ = _linear_binary()
+    x, y = torch.rand(2, 1, 4, 5), torch.tensor([0, 1])
+    for kwargs, word in (({"sigma": 0}, "sigma"), ({"n0": 0}, "n0"), ({"n": 1.5}, "n"), ({"alpha": 0.5}, "alpha"),
+                         ({"alpha": 0}, "alpha"), ({"seed": -1}, "seed"), ({"batch_size": 0}, "batch_size")):
+        with pytest.raises((TypeError, ValueError), match=word):
+            certify.smoothed_certify(model, x, y, **{"sigma": 0.25, **kwargs})
+
+
+# ---- certified training -----------------------------------------------------------------------
+
+def test_the_robust_loss_bounds_the_cross_entropy_over_the_whole_ball():
+    """CROWN-IBP's robust term, CE of the worst-case logits the margin bounds allow, is at
+    least the cross-entropy at every sampled point of the ball (it bounds it from above)."""
+    import torch.nn.functional as F
+    from gatfast.train import methods
+    net = _network("strided", seed=15).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    gen = torch.Generator().manual_seed(16)
+    x, y = torch.rand(6, 1, 8, 8, generator=gen), torch.tensor([0, 1, 2, 3, 4, 0])
+    for name, eps in (("crown_ibp", 0.02), ("ibp", 0.02), ("crown_ibp", 0.0)):
+        method = methods.METHODS[name](net, opt, eps=eps if eps else 0.1)
+        method.set_eps(eps if eps else 1e-12)
+        method.kappa = (0.0, 0.0)  # the robust term alone
+        if name == "crown_ibp":
+            method.beta = (1.0, 1.0)  # CROWN-IBP's bound alone
+        loss, metrics = method._loss(x, y)
+        points = _ball_points(x, eps, "linf", 200, gen)
+        with torch.no_grad():
+            ce = F.cross_entropy(net(points.flatten(0, 1)), y.repeat(200), reduction="none").view(200, 6)
+        # the loss is the batch mean: each image's own robust term bounds that image's CE
+        assert float(loss) >= float(ce.mean(1).max()) - 1e-5, name
+        assert float(metrics["loss_robust"]) == pytest.approx(float(loss))
+
+
+def test_kappa_and_beta_move_with_the_eps_ramp():
+    from gatfast.train import methods
+    net = _network("strided", seed=17)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    crown_ibp = methods.CROWNIBP(net, opt, eps=0.2)
+    assert crown_ibp.weights() == (0.0, 0.0)  # at the final eps: the schedules' ends
+    crown_ibp.set_eps(0.05)
+    assert crown_ibp.weights() == pytest.approx((0.75, 0.75))
+    ibp_method = methods.IBP(net, opt, eps=0.2, kappa=(1.0, 0.2))
+    ibp_method.set_eps(0.1)
+    assert ibp_method.weights() == pytest.approx((0.6, 0.0))
+    with pytest.raises(TypeError, match="classifier: certify cannot bound a Tanh"):
+        methods.CROWNIBP(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), opt, eps=0.1)

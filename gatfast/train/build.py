@@ -13,7 +13,7 @@ def build_classifier(config: TrainConfig, ds: data.DatasetSplits) -> torch.nn.Mo
     c, h, _ = ds.image_shape
     mean, std = (models.MNIST_MEAN, models.MNIST_STD) if c == 1 else (models.CIFAR_MEAN, models.CIFAR_STD)
     kwargs = {"in_channels": c, "num_classes": ds.num_classes, "mean": mean, "std": std}
-    if config.model == "small_cnn":
+    if config.model in ("small_cnn", "cert_cnn"):
         kwargs["image_size"] = h
     return models.build_model(config.model, **kwargs)
 
@@ -41,6 +41,12 @@ def build_method(config: TrainConfig, classifier, ds, probe=None) -> methods.Met
     if config.method == "trades":
         return methods.TRADES(classifier, opt, steps=config.attack_steps, step_size=config.attack_step_size,
                               beta=config.trades_beta, **common)
+    if config.method in ("crown_ibp", "ibp"):
+        kappa = None if config.kappa_end is None else (1.0, config.kappa_end)
+        beta = (1.0, config.beta_end) if config.method == "crown_ibp" else None
+        return methods.METHODS[config.method](classifier, opt, kappa=kappa, beta=beta, **common)
+    if config.method == "gaussian":
+        return methods.Gaussian(classifier, opt, sigma=config.sigma, **common)
     if config.method == "fgsm_rs":
         return methods.FGSMRS(classifier, opt, probe=probe, **common)
     generator = build_generator(config, ds).to(next(classifier.parameters()).device)

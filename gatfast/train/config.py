@@ -36,6 +36,7 @@ RECIPES = {
 }
 
 
+CERTIFIED = ("crown_ibp", "ibp")  # the methods that train on certified bounds
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 AMP = ("bf16", "fp16")
@@ -58,7 +59,7 @@ class TrainConfig:
     optimizer: str = "adam"          # OPTIMIZERS: adam | sgd (momentum 0.9, nesterov)
     weight_decay: float = 0.0
     schedule: str = "constant"       # constant | cosine (per step, to 0 at the end)
-    eps_warmup: float = 0.0          # epochs over which eps ramps linearly from 0 (all methods)
+    eps_warmup: float | None = None  # epochs over which eps ramps linearly from 0 (all methods; None: warmup())
     seed: int = 0
     amp: str | None = None
     cuda_graph: bool = False         # gat on a GPU: capture the whole step (no non-finite guard then)
@@ -72,6 +73,12 @@ class TrainConfig:
     attack_steps: int = 10
     attack_step_size: float | None = None
     trades_beta: float = 6.0
+    # crown_ibp / ibp (kappa: the clean loss's weight; beta: CROWN-IBP's share of the bound;
+    # both start at the method's value and reach these ends with the eps ramp)
+    kappa_end: float | None = None   # None: 0 for crown_ibp, 0.5 for ibp (the papers')
+    beta_end: float = 0.0            # crown_ibp: 0 ends on IBP bounds alone (Zhang et al.'s 1 -> 0)
+    # gaussian
+    sigma: float = 0.25              # the noise's standard deviation (the smoothing sigma)
     # gat
     alpha: float = 0.5
     c_g: float = 0.0
@@ -97,6 +104,14 @@ class TrainConfig:
         if name not in RECIPES:
             raise ConfigError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
         return cls(**{"method": "gat", **RECIPES[name], **overrides, "recipe": name})
+
+    def warmup(self) -> float:
+        """The eps ramp's length in epochs: eps_warmup as given, else half the epochs for the
+        certified methods (bound-based training from the full eps at once fails to train,
+        Gowal et al. 2018) and none for the others."""
+        if self.eps_warmup is not None:
+            return self.eps_warmup
+        return self.epochs / 2 if self.method in CERTIFIED else 0.0
 
     def validate(self) -> "TrainConfig":
         """Every option checked before anything runs or is written, with the same rules
@@ -148,8 +163,18 @@ class TrainConfig:
         rule(checks.alpha, self.alpha, message=f"alpha must be in [0, 1], got {self.alpha}")
         rule(checks.finite, self.c_g, "c_g", message=f"c-g must be >= 0, got {self.c_g}")
         need(self.c_g >= 0, f"c-g must be >= 0, got {self.c_g}")
-        rule(checks.finite, self.eps_warmup, "eps_warmup", message=f"eps-warmup must be >= 0, got {self.eps_warmup}")
-        need(self.eps_warmup >= 0, f"eps-warmup must be >= 0, got {self.eps_warmup}")
+        if self.eps_warmup is not None:
+            rule(checks.finite, self.eps_warmup, "eps_warmup", message=f"eps-warmup must be >= 0, got {self.eps_warmup}")
+            need(self.eps_warmup >= 0, f"eps-warmup must be >= 0, got {self.eps_warmup}")
+        for name in ("kappa_end", "beta_end"):
+            if getattr(self, name) is not None:
+                rule(checks.fraction, getattr(self, name), name,
+                     message=f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)!r}")
+        need(self.beta_end == 0 or self.method == "crown_ibp", "beta-end is an option of the crown_ibp method")
+        rule(checks.positive, self.sigma, "sigma", message=f"sigma must be > 0, got {self.sigma!r}")
+        need(self.method not in CERTIFIED or self.model in models.CERTIFIABLE,
+             f"{self.method} trains on bounds that gatfast.certify computes for {', '.join(models.CERTIFIABLE)} "
+             f"only, got model {self.model!r}")
         choice("generator-input", self.generator_input, generators.INPUTS)
         bound = self.generator_bound or self.norm
         choice("generator-bound", bound, generators.BOUNDS)

@@ -55,9 +55,10 @@ def lr_factor(config: TrainConfig, progress: float) -> float:
 
 
 def eps_at(config: TrainConfig, progress: float) -> float:
-    if config.eps_warmup <= 0 or progress >= config.eps_warmup:
+    warmup = config.warmup()
+    if warmup <= 0 or progress >= warmup:
         return config.eps
-    return config.eps * max(progress / config.eps_warmup, 1e-3)
+    return config.eps * max(progress / warmup, 1e-3)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:

@@ -12,6 +12,12 @@ gives every method the same data, model, optimiser and schedule, so comparisons 
 - trades:   CE(clean) + beta * KL(C(x) || C(x_adv)), x_adv maximising the KL by PGD
             (Zhang et al., 2019).
 - gat:      the Generative Adversarial Trainer through gatfast.gat.GATStep.
+- crown_ibp: certified training (Zhang et al., 2020): kappa * CE(clean) + (1 - kappa) *
+            CE(the worst-case logits that the bounds allow), the bound beta * CROWN-IBP +
+            (1 - beta) * IBP, kappa and beta moving with the eps ramp.
+- ibp:      its beta = 0 case, interval bounds alone (Gowal et al., 2018).
+- gaussian: CE on inputs with Gaussian noise of standard deviation sigma (Cohen, Rosenfeld
+            and Kolter, 2019): the base model of randomized smoothing.
 
 Training examples are crafted with the classifier in its current (training) mode, as
 Madry et al., Wong et al. and the GAT step's pass 1 do.
@@ -25,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatfast import ops
+from gatfast import certify, ops
 from gatfast.attacks import frozen, pgd
 from gatfast.gat.step import GATStep
 from gatfast.gat.update import Update, trainable_parameters
@@ -281,4 +287,88 @@ class GAT(Method):
         return self.gat_step.step(x, y)
 
 
-METHODS = {cls.name: cls for cls in (Standard, FGSMRS, PGDAT, TRADES, GAT)}
+class CROWNIBP(Method):
+    """Certified training on sound bounds of the margins logit_y - logit_j over the whole
+    eps-ball (gatfast.certify). The robust term is the cross-entropy of the worst-case
+    logits the bounds allow (0 for the true class, minus each margin's lower bound for the
+    others), which bounds the cross-entropy at every point of the ball from above.
+
+    kappa (the clean term's weight) and beta (CROWN-IBP's share of the bound) move linearly
+    from their start to their end value as eps ramps up to its final value (the engine's
+    --eps-warmup): the papers' schedule. The bounds are computed in float32 (no AMP) on the
+    classifier as it trains (BatchNorm in training mode has no fixed function to bound)."""
+
+    name = "crown_ibp"
+    defaults = {"kappa": (1.0, 0.0), "beta": (1.0, 0.0)}
+
+    def __init__(self, classifier, optimizer, *, eps, norm="linf", amp=None, kappa: tuple | None = None,
+                 beta: tuple | None = None):
+        super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
+        try:  # a model certify cannot bound is refused here, before training
+            certify.chain(classifier)
+        except TypeError as e:
+            raise TypeError(f"classifier: {e}") from None
+        self.kappa = self._schedule(kappa, "kappa")
+        self.beta = self._schedule(beta, "beta")
+        self.final_eps = self.eps
+
+    def _schedule(self, value, name):
+        value = self.defaults[name] if value is None else value
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise TypeError(f"{name} must be a (start, end) pair, got {value!r}")
+        return tuple(_checks.fraction(v, name) for v in value)
+
+    def weights(self) -> tuple[float, float]:
+        """(kappa, beta) at the current eps: the share of the ramp done moves them."""
+        ramp = min(self.eps / self.final_eps, 1.0)
+        (k0, k1), (b0, b1) = self.kappa, self.beta
+        return k0 + (k1 - k0) * ramp, b0 + (b1 - b0) * ramp
+
+    def _loss(self, x, y):
+        kappa, beta = self.weights()
+        with self.autocast(x.device):
+            logits = self.classifier(x)
+        spec = certify.margin_spec(y, logits.shape[1], x.dtype)
+        lower = certify.ibp.bounds(self.classifier, x, self.eps, norm=self.norm, spec=spec)[0]
+        if beta > 0:
+            lower = beta * certify.crown.bounds(self.classifier, x, self.eps, norm=self.norm, spec=spec)[0] \
+                + (1 - beta) * lower
+        worst = torch.cat([lower.new_zeros(len(y), 1), -lower], dim=1)  # the true class in column 0
+        robust = F.cross_entropy(worst, torch.zeros_like(y))
+        loss = kappa * F.cross_entropy(logits.float(), y) + (1 - kappa) * robust
+        with torch.no_grad():
+            verified = (lower > 0).all(dim=1).float().mean()
+        return loss, _metrics(loss, logits, None, y, loss_robust=robust, acc_verified=verified,
+                              kappa=x.new_tensor(kappa), beta=x.new_tensor(beta))
+
+
+class IBP(CROWNIBP):
+    """Interval bound propagation training (Gowal et al., 2018): CROWN-IBP with beta = 0,
+    kappa from 1 to 0.5 over the eps ramp as Gowal et al. schedule it."""
+
+    name = "ibp"
+    defaults = {"kappa": (1.0, 0.5), "beta": (0.0, 0.0)}
+
+
+class Gaussian(Method):
+    """Cross-entropy on x + N(0, sigma^2) noise (not clamped, as Cohen et al.): the base model of
+    randomized smoothing (gatfast.certify.smoothing), trained at the sigma it will be
+    smoothed with (Cohen, Rosenfeld and Kolter, 2019)."""
+
+    name = "gaussian"
+
+    def __init__(self, classifier, optimizer, *, eps, norm="l2", amp=None, sigma: float = 0.25):
+        super().__init__(classifier, optimizer, eps=eps, norm=norm, amp=amp)
+        self.sigma = _checks.positive(sigma, "sigma")
+
+    def _loss(self, x, y):
+        with self.autocast(x.device):
+            logits = self.classifier(x + self.sigma * torch.randn_like(x))
+        loss = F.cross_entropy(logits.float(), y)
+        with torch.no_grad():
+            noisy = (logits.argmax(1) == y).float().mean()
+        return loss, _metrics(loss, _clean_logits(self.classifier, x, self.autocast(x.device)), None, y,
+                              acc_noisy=noisy)
+
+
+METHODS = {cls.name: cls for cls in (Standard, FGSMRS, PGDAT, TRADES, GAT, CROWNIBP, IBP, Gaussian)}

@@ -2,6 +2,7 @@
 attacks and perturbation bounds always work in pixel space.
 
 - SmallCNN: for 28x28 grey (MNIST-sized) input, also 32x32.
+- CertCNN: the small strided CNN of the certified-training papers, no pooling, for every size.
 - PreActResNet18 and WideResNet (28-10 by default): for 32x32 colour input.
 """
 
@@ -59,6 +60,33 @@ class SmallCNN(nn.Module):
     def as_sequential(self) -> nn.Sequential:
         """The same layers (shared, not copied) as one chain: how gatfast.certify reads it."""
         return nn.Sequential(self.normalize, *self.features, *self.classifier)
+
+
+class CertCNN(nn.Module):
+    """The small network of certified training (Gowal et al. 2018's "small", CROWN-IBP's
+    DM-small): two strided 4x4 convolutions and two linear layers, no pooling, so that
+    linear-relaxation bounds (gatfast.certify) cross every layer. Padding 1 (the papers
+    use none) lets it take 8x8 digits as well as 28x28 and 32x32 images."""
+
+    def __init__(self, in_channels=1, num_classes=10, image_size=28, mean=MNIST_MEAN, std=MNIST_STD, width=16,
+                 hidden=100):
+        super().__init__()
+        side = (image_size + 2 - 4) // 2 + 1      # after the stride-2 convolution
+        side = side + 2 - 4 + 1                   # after the stride-1 one
+        if side < 1:
+            raise ValueError(f"image_size must be at least 4, got {image_size}")
+        self.normalize = Normalize(mean, std)
+        self.layers = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=1, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(2 * width * side * side, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        return self.layers(self.normalize(x))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared) as one chain: how gatfast.certify reads it."""
+        return nn.Sequential(self.normalize, *self.layers)
 
 
 class _PreActBlock(nn.Module):
@@ -120,7 +148,8 @@ class WideResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-MODELS = {"small_cnn": SmallCNN, "preact_resnet18": PreActResNet18, "wide_resnet": WideResNet}
+MODELS = {"small_cnn": SmallCNN, "cert_cnn": CertCNN, "preact_resnet18": PreActResNet18, "wide_resnet": WideResNet}
+CERTIFIABLE = ("small_cnn", "cert_cnn")  # the models gatfast.certify can bound (chains of its layers)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
