@@ -382,7 +382,7 @@ def test_smoothing_certifies_a_linear_classifiers_distance_to_its_boundary():
     from gatfast.certify import smoothing
     model, unit, base = _linear_binary()
     distances = torch.tensor([0.05, 0.2, 0.4, 0.7])
-    x = torch.cat([base + d * unit for d in distances] + [base[None]]).view(5, 1, 4, 5)
+    x = torch.stack([base + d * unit for d in distances] + [base]).view(5, 1, 4, 5)
     y = torch.ones(5, dtype=torch.long)
     sigma, n, alpha = 0.5, 10_000, 0.001
     result = certify.smoothed_certify(model, x, y, sigma, n0=100, n=n, alpha=alpha, seed=3, progress=False)
@@ -394,7 +394,7 @@ def test_smoothing_certifies_a_linear_classifiers_distance_to_its_boundary():
         assert int(result.prediction[i]) == 1
         assert low - 1e-9 <= float(result.radius[i]) <= high + 1e-9, (d, low, float(result.radius[i]), high)
         assert float(result.radius[i]) <= d
-    assert result.accuracy_at(0.0) == pytest.approx(0.8) and result.accuracy_at(0.5) <= 0.2
+    assert result.accuracy_at(0.0) == pytest.approx(0.8) and result.accuracy_at(0.5) == pytest.approx(0.2)
     again = certify.smoothed_certify(model, x, y, sigma, n0=100, n=n, alpha=alpha, seed=3, progress=False)
     assert torch.equal(again.radius, result.radius)  # seeded: a certificate can be reproduced
     wrong = certify.smoothed_certify(model, x[:1], torch.tensor([0]), sigma, n=1000, progress=False)
