@@ -14,6 +14,8 @@ from gatfast.train import models
         ("small_cnn", {}, (2, 1, 28, 28), 694_402),
         ("small_cnn", dict(in_channels=3, image_size=32, mean=models.CIFAR_MEAN, std=models.CIFAR_STD),
          (2, 3, 32, 32), 886_978),
+        ("cert_cnn", {}, (2, 1, 28, 28), 550_406),
+        ("cert_cnn", dict(image_size=8), (2, 1, 8, 8), 38_406),
         ("preact_resnet18", {}, (2, 3, 32, 32), 11_172_170),
         ("wide_resnet", {}, (2, 3, 32, 32), 36_479_194),
     ],
@@ -28,6 +30,15 @@ def test_models_classify_images_in_the_unit_box(name, kwargs, shape, params):
     assert "normalize.mean" in model.state_dict() and "normalize.std" in model.state_dict()
 
 
+@pytest.mark.parametrize("name", ["small_cnn", "cert_cnn"])
+def test_the_certifiable_models_read_as_their_chain(name):
+    """certify bounds model.as_sequential(): it must be the same function as the model."""
+    torch.manual_seed(1)
+    model = models.build_model(name).eval()
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(model.as_sequential()(x), model(x))
+
+
 def test_normalization_happens_inside_the_model():
     model = models.SmallCNN().eval()
     x = torch.rand(3, 1, 28, 28)
@@ -36,7 +47,7 @@ def test_normalization_happens_inside_the_model():
 
 
 def test_bad_model_arguments():
-    with pytest.raises(ValueError, match="model must be one of small_cnn, preact_resnet18, wide_resnet"):
+    with pytest.raises(ValueError, match="model must be one of small_cnn, cert_cnn, preact_resnet18, wide_resnet"):
         models.build_model("vgg")
     with pytest.raises(ValueError, match="depth must be 6n"):
         models.WideResNet(depth=27)
