@@ -111,7 +111,7 @@ COMBINATIONS = [
      ["--dataset", "digits", "--single-pass", "--out", "{tmp}/run"], "single-pass"),
     ("train --single-pass with pgd_at", "train",
      ["--dataset", "digits", "--method", "pgd_at", "--single-pass", "--out", "{tmp}/run"], "single-pass"),
-    ("train crown_ibp on a model certify cannot bound", "train",
+    ("train crown_ibp on a model with BatchNorm", "train",
      ["--dataset", "digits", "--method", "crown_ibp", "--model", "preact_resnet18", "--out", "{tmp}/run"], "model"),
     ("train --beta-end with ibp", "train",
      ["--dataset", "digits", "--method", "ibp", "--beta-end", "0.5", "--out", "{tmp}/run"], "beta-end"),

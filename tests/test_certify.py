@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from gatfast import certify
+from gatfast.certify.layers import Residual
 from gatfast.train import models
 
 
@@ -53,6 +54,15 @@ def _network(kind: str, seed: int) -> nn.Module:
         net = nn.Sequential(Affine([1 / 0.3], [-0.1 / 0.3]), nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
                             nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 10),
                             nn.ReLU(), nn.Linear(10, 5))
+    elif kind == "residual":  # both kinds of PreActResNet block: an identity and a convolution shortcut
+        net = nn.Sequential(
+            Affine([1 / 0.3], [-0.1 / 0.3]), nn.Conv2d(1, 4, 3, padding=1),
+            Residual([nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                      nn.Conv2d(4, 4, 3, padding=1)]),
+            nn.BatchNorm2d(4), nn.ReLU(),
+            Residual([nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1)],
+                     [nn.Conv2d(4, 6, 1, stride=2)]),
+            nn.ReLU(), nn.Flatten(), nn.Linear(96, 10), nn.ReLU(), nn.Linear(10, 5))
     else:  # ends in a pooling layer: the spec goes on the output intervals
         net = nn.Sequential(nn.Conv2d(1, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     _randomise_batchnorm(net, torch.Generator().manual_seed(seed))
@@ -93,7 +103,8 @@ def _ascend(f, x, eps, norm, steps=40):
     return x_adv.detach()
 
 
-CASES = [(kind, norm, eps) for kind in ("cnn", "mlp", "pool", "strided") for norm, eps in (("linf", 0.05), ("l2", 0.3))]
+KINDS = ("cnn", "mlp", "pool", "strided", "residual")
+CASES = [(kind, norm, eps) for kind in KINDS for norm, eps in (("linf", 0.05), ("l2", 0.3))]
 METHODS = ["ibp", "crown-ibp", "crown"]
 
 
@@ -134,7 +145,7 @@ def test_bounds_hold_for_every_point_of_the_ball(kind, norm, eps, method):
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("kind", ["cnn", "mlp", "pool", "strided"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_zero_eps_gives_the_output(kind, norm, method):
     net = _network(kind, seed=3)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(4))
@@ -264,6 +275,77 @@ def test_the_bounds_are_differentiable_in_the_weights(method):
         assert float(certify.bounds(net, x, 0.05, method=method, spec=spec)[0].sum()) > float(lower.sum())
 
 
+@pytest.mark.parametrize("norm,dual", [("linf", 1), ("l2", 2)])
+def test_the_linear_bounds_follow_the_shortcut_that_intervals_add(norm, dual):
+    """x -> W x + b + x: CROWN-IBP and CROWN bound the block's sum as the one linear map it is
+    (W + I), exactly; IBP adds the two paths' intervals, eps (||W_i|| + 1), which is looser."""
+    torch.manual_seed(21)
+    lin = nn.Linear(6, 6)
+    with torch.no_grad():  # a negative diagonal, so that W + I has smaller rows than |W| + 1 (strictly)
+        lin.weight -= torch.diag(lin.weight.diag().abs() + 0.1)
+    net = nn.Sequential(Residual([lin]))
+    x = torch.full((2, 6), 0.5) + torch.rand(2, 6) * 0.1  # inside the box by more than eps
+    eps = 0.05
+    with torch.no_grad():
+        out = net(x)
+        exact = eps * (lin.weight + torch.eye(6)).norm(p=dual, dim=1)
+        added = eps * (lin.weight.norm(p=dual, dim=1) + 1)
+        for method in ("crown-ibp", "crown"):
+            lower, upper = certify.bounds(net, x, eps, norm=norm, method=method)
+            torch.testing.assert_close(lower, out - exact, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(upper, out + exact, atol=1e-5, rtol=1e-5)
+        lower, upper = certify.bounds(net, x, eps, norm=norm, method="ibp")
+        if norm == "linf":  # under L2 the shortcut (no weights) is bounded by the ball's box: looser still
+            torch.testing.assert_close(lower, out - added, atol=1e-5, rtol=1e-5)
+        assert bool((lower < out - exact - 1e-4).all())
+
+
+@pytest.mark.parametrize("name,kwargs", [("preact_resnet18", {}), ("wide_resnet", {"depth": 10, "widen": 1})])
+def test_the_resnets_are_read_as_chains_of_residual_blocks_and_bounded_soundly(name, kwargs):
+    """The ResNets in eval mode (BatchNorm with random statistics) equal the chain certify
+    reads, and their CROWN-IBP margin bounds hold at sampled points and PGD's worst case."""
+    net = models.build_model(name, **kwargs)
+    _randomise_batchnorm(net, torch.Generator().manual_seed(22))
+    net.eval()
+    gen = torch.Generator().manual_seed(23)
+    x = torch.rand(2, 3, 16, 16, generator=gen)  # 16x16 for time: the global pooling takes any size
+    with torch.no_grad():
+        torch.testing.assert_close(nn.Sequential(*certify.chain(net))(x), net(x), atol=1e-4, rtol=1e-4)
+        y = net(x).argmax(1)
+    blocks = [m for m in certify.chain(net) if isinstance(m, Residual)]
+    assert len(blocks) == (8 if name == "preact_resnet18" else 3)
+    assert any(len(b.shortcut) == 0 for b in blocks) and any(len(b.shortcut) == 1 for b in blocks)
+    spec = certify.margin_spec(y, 10)
+    eps = 1e-3
+    lower, upper = certify.bounds(net, x, eps, method="crown-ibp", spec=spec)
+    ibp_lower, _ = certify.bounds(net, x, eps, method="ibp", spec=spec)
+    assert bool((lower <= upper).all())
+    with torch.no_grad():
+        points = _ball_points(x, eps, "linf", 32, gen)
+        margins = torch.einsum("nko,pno->pnk", spec, net(points.flatten(0, 1)).view(32, 2, 10))
+    assert bool((margins >= lower - 1e-4).all() and (margins <= upper + 1e-4).all())
+    x_adv = _ascend(lambda z: -torch.einsum("no,no->n", spec[:, 0], net(z)), x, eps, "linf", steps=10)
+    with torch.no_grad():
+        assert bool((torch.einsum("no,no->n", spec[:, 0], net(x_adv)) >= lower[:, 0] - 1e-4).all())
+    assert bool((lower >= ibp_lower - 1e-4).mean(dtype=torch.float) > 0.5)  # CROWN-IBP mostly the tighter
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_lower_bounds_give_both_bounds_from_one_pass(kind, norm):
+    """crown.lower_bounds, what certified training and verified accuracy call, equals the
+    separate IBP, CROWN-IBP and CROWN lower bounds."""
+    net = _network(kind, seed=24)
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(25))
+    spec = certify.margin_spec(torch.tensor([0, 2, 4]), 5)
+    eps = 0.05 if norm == "linf" else 0.3
+    with torch.no_grad():
+        for full, method in ((False, "crown-ibp"), (True, "crown")):
+            linear, interval = certify.crown.lower_bounds(net, x, eps, spec, norm=norm, full=full)
+            torch.testing.assert_close(interval, certify.bounds(net, x, eps, norm=norm, method="ibp", spec=spec)[0])
+            torch.testing.assert_close(linear, certify.bounds(net, x, eps, norm=norm, method=method, spec=spec)[0])
+
+
 def test_a_one_relu_network_by_hand():
     net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
     with torch.no_grad():
@@ -316,6 +398,10 @@ def test_what_cannot_be_bounded_is_refused():
         certify.bounds(nn.Linear(4, 2), torch.rand(1, 4), 0.1, spec=torch.ones(2, 1))
     with pytest.raises(ValueError, match="method must be one of ibp, crown-ibp, crown"):
         certify.verified(nn.Linear(4, 2), torch.rand(1, 4), torch.tensor([0]), 0.1, method="nonsense")
+    with pytest.raises(TypeError, match="cannot bound a MaxPool2d inside a Residual block"):
+        certify.bounds(Residual([nn.MaxPool2d(1)]), torch.rand(1, 1, 4, 4), 0.1)
+    with pytest.raises(TypeError, match="BatchNorm2d in training mode"):
+        certify.bounds(models.WideResNet(depth=10, widen=1).train(), torch.rand(2, 3, 32, 32), 0.1)
     wide = nn.Sequential(nn.Flatten(), nn.Linear(4, 30), nn.ReLU(), nn.Linear(30, 30), nn.ReLU(), nn.Linear(30, 2))
     with pytest.raises(ValueError, match="full CROWN would bound 30 units .* past max_rows=20: use crown-ibp"):
         certify.crown.crown_bounds(wide, torch.rand(1, 4), 0.1, max_rows=20)
@@ -432,8 +518,8 @@ def test_the_robust_loss_bounds_the_cross_entropy_over_the_whole_ball():
         with torch.no_grad():
             ce = F.cross_entropy(net(points.flatten(0, 1)), y.repeat(200), reduction="none").view(200, 6)
         # the loss is the batch mean: each image's own robust term bounds that image's CE
-        assert float(loss) >= float(ce.mean(1).max()) - 1e-5, name
-        assert float(metrics["loss_robust"]) == pytest.approx(float(loss))
+        assert float(loss.detach()) >= float(ce.mean(1).max()) - 1e-5, name
+        assert float(metrics["loss_robust"]) == pytest.approx(float(loss.detach()))
 
 
 def test_kappa_and_beta_move_with_the_eps_ramp():

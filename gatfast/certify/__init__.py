@@ -7,6 +7,8 @@
 - `verified_accuracy(model, x, y, eps, ...)`: the share of images whose every margin
   logit_y - logit_j has a positive lower bound;
 - `margin_spec(y, num_classes)`: the specification matrix of those margins;
+- `Residual(branch, shortcut)`: a residual block, the sum of two chains of one input, for
+  a model's `as_sequential()` (the ResNets' blocks read themselves as one);
 - `smoothed_certify(model, x, y, sigma, ...)`: randomized smoothing's certified L2 radii
   (smoothing.py; Cohen, Rosenfeld and Kolter 2019).
 
@@ -16,7 +18,7 @@ these bounds, supports no torch this project runs (README, Dependencies).
 
 from gatfast.certify import crown, ibp, smoothing
 from gatfast.certify.smoothing import Smoothed, smoothed_certify
-from gatfast.certify.layers import SUPPORTED, chain
+from gatfast.certify.layers import SUPPORTED, Residual, chain
 from gatfast.certify.verify import METHODS, margin_spec, verified, verified_accuracy
 
 BOUNDS = {"ibp": ibp.bounds, "crown-ibp": crown.bounds, "crown": crown.crown_bounds}
@@ -31,5 +33,5 @@ def bounds(model, x, eps, *, norm="linf", method="ibp", lo=0.0, hi=1.0, spec=Non
     return BOUNDS[method](model, x, eps, norm=norm, lo=lo, hi=hi, spec=spec)
 
 
-__all__ = ["BOUNDS", "METHODS", "SUPPORTED", "Smoothed", "bounds", "chain", "crown", "ibp", "margin_spec",
+__all__ = ["BOUNDS", "METHODS", "Residual", "SUPPORTED", "Smoothed", "bounds", "chain", "crown", "ibp", "margin_spec",
            "smoothed_certify", "smoothing", "verified", "verified_accuracy"]

@@ -11,6 +11,8 @@ layer's input z that bounds spec @ output from below:
 - a ReLU with input in [l, u] keeps the side of each coefficient: a positive one takes the
   lower line alpha z (alpha = 1 where u > -l, else 0: the adaptive choice of both papers),
   a negative one the upper line u (z - l) / (u - l); stable units are exact;
+- a residual block carries A back along each of its two paths and adds the results: both
+  see the same input, so the sum is bounded as the one linear function it is;
 - at the input, A . x' is bounded over the ball and the box in closed form (L-inf: each
   coefficient at the end of the box that minimises it; L2: A . x - eps ||A||_2).
 
@@ -18,7 +20,9 @@ They differ in the ReLU inputs' [l, u]: CROWN-IBP takes IBP's intervals (one bac
 in all); CROWN bounds every ReLU's input by a backward pass of its own, from the identity
 over that layer (intersected with IBP's interval), which costs a pass per ReLU with as many
 rows as the layer has units: affordable for MLPs and the small strided CNNs of certified
-training, refused (ValueError, with the size) past `max_rows` rows per image.
+training, refused (ValueError, with the size) past `max_rows` rows per image. The ReLUs
+inside residual blocks keep IBP's intervals under CROWN too (sound, looser): the ResNets'
+layers are far past `max_rows` anyway.
 
 Max pooling has no linear relaxation here: a pass stops after the last MaxPool2d before it
 and is bounded there by that layer's interval (sound, and tighter than IBP after the
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatfast.certify import ibp
-from gatfast.certify.layers import affine_of, chain, is_affine
+from gatfast.certify.layers import Residual, affine_of, chain, is_affine
 from gatfast.ops import checks
 
 MAX_ROWS = 20_000        # full CROWN: the most units a ReLU layer may have (rows of its pass, per image)
@@ -52,23 +56,61 @@ def crown_bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "
     return _bounds(model, x, eps, norm, lo, hi, spec, full=True, max_rows=max_rows)
 
 
-def _bounds(model, x, eps, norm, lo, hi, spec, *, full, max_rows=MAX_ROWS):
+def lower_bounds(model: nn.Module, x: torch.Tensor, eps: float, spec: torch.Tensor, *, norm: str = "linf",
+                 lo: float = 0.0, hi: float = 1.0, full: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CROWN-IBP's lower bound on spec @ model(x'), IBP's) from one IBP pass, the two that
+    certified training mixes and verified accuracy takes the larger of; with full=True
+    CROWN's in place of CROWN-IBP's. Only lower bounds: neither use needs the upper ones."""
     checks.tensor(x, "x")
+    ibp.check_spec(spec, x)
+    ball = _ball(x, eps, norm, lo, hi)
+    layers = chain(model)
+    shapes = _shapes(layers, x[:1])
+    out_shape = shapes[len(layers)]
+    intervals = ibp.intervals(layers, *ball)
+    interval_lower = _spec_interval(layers, spec, intervals, ball)[0]
+    if full:
+        intervals = _tighten(layers, shapes, intervals, *ball, MAX_ROWS)
+    spec = spec.reshape(spec.shape[:2] + out_shape)
+    return _backward(layers, len(layers), spec, shapes, intervals, ball), interval_lower
+
+
+def _ball(x, eps, norm, lo, hi) -> tuple:
+    """(x, eps, norm, lo, hi), checked."""
     norm = checks.norm(norm, allow_none=False)
     eps = checks.nonnegative(eps, "eps")
     lo, hi = checks.box(lo, hi)
+    return x, eps, norm, lo, hi
+
+
+def _spec_interval(layers, spec, intervals, ball):
+    """IBP's bounds on spec @ output, from the intervals of the chain without the spec: the
+    spec layer (merged into the last Linear, or after the output) takes its input's interval,
+    so this equals ibp.bounds(..., spec=spec) without a second pass."""
+    spec_layers = ibp.with_spec(layers, spec, ball[0])
+    k = len(spec_layers) - 1
+    if k not in intervals:  # L2 ball with the spec layer the first weighted one: crossed in closed form
+        return ibp.intervals(spec_layers, *ball)[k + 1]
+    low, up = intervals[k]
+    mid, rad = ibp._layer(spec_layers[k], (up + low) / 2, (up - low) / 2)
+    return mid - rad, mid + rad
+
+
+def _bounds(model, x, eps, norm, lo, hi, spec, *, full, max_rows=MAX_ROWS):
+    checks.tensor(x, "x")
+    ball = _ball(x, eps, norm, lo, hi)
     layers = chain(model)
-    shapes, out_shape = _shapes(layers, x)
+    shapes = _shapes(layers, x[:1])
+    out_shape = shapes[len(layers)]
     given = spec is not None
     if given:
         ibp.check_spec(spec, x)
     else:  # every output unit: the identity over the flattened output
         spec = torch.eye(_numel(out_shape), dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)
     spec = spec.reshape(spec.shape[:2] + out_shape)
-    intervals = ibp.intervals(layers, x, eps, norm, lo, hi)
+    intervals = ibp.intervals(layers, *ball)
     if full:
-        intervals = _tighten(layers, shapes, intervals, x, eps, norm, lo, hi, max_rows)
-    ball = (x, eps, norm, lo, hi)
+        intervals = _tighten(layers, shapes, intervals, *ball, max_rows)
     n = len(layers)
     lower = _backward(layers, n, spec, shapes, intervals, ball)
     upper = -_backward(layers, n, -spec, shapes, intervals, ball)
@@ -81,37 +123,46 @@ def _numel(shape) -> int:
     return int(torch.Size(shape).numel())
 
 
-def _shapes(layers, x):
-    """Each layer's input shape (without the batch), and the output's, from one forward pass."""
-    shapes, h = [], x[:1]
+def _shapes(layers, h) -> dict:
+    """Each layer's input shape (without the batch) by index and the output's at
+    len(layers), with a Residual's two chains' as dicts at (i, "branch") and (i, "shortcut")
+    (the keys of ibp.intervals), from a forward pass of one image h."""
+    shapes = {}
     with torch.no_grad():
-        for layer in layers:
-            shapes.append(tuple(h.shape[1:]))
+        for i, layer in enumerate(layers):
+            shapes[i] = tuple(h.shape[1:])
+            if isinstance(layer, Residual):
+                shapes[i, "branch"], shapes[i, "shortcut"] = _shapes(layer.branch, h), _shapes(layer.shortcut, h)
             h = layer(h)
-    return shapes, tuple(h.shape[1:])
+    shapes[len(layers)] = tuple(h.shape[1:])
+    return shapes
+
+
+def _widest(shapes: dict, end: int) -> int:
+    """The most units of any layer input up to layer `end`, inside residual blocks too."""
+    sizes = [_widest(v, len(v)) if isinstance(k, tuple) else _numel(v)
+             for k, v in shapes.items() if (k[0] < end if isinstance(k, tuple) else k <= end)]
+    return max(sizes)
 
 
 def _tighten(layers, shapes, intervals, x, eps, norm, lo, hi, max_rows) -> dict:
-    """Full CROWN: each ReLU's input interval from a backward pass of its own (intersected
-    with IBP's), the intervals after it carried on by IBP from the tightened one."""
+    """Full CROWN: the input interval of each ReLU of the chain from a backward pass of its
+    own (intersected with IBP's), the intervals after it carried on by IBP from the
+    tightened one. ReLUs inside residual blocks keep IBP's intervals (sound, looser)."""
     intervals = dict(intervals)
     ball = (x, eps, norm, lo, hi)
-    seen_relu = False
+    relaxed = False  # before the first ReLU nothing was relaxed: IBP's interval is as good as CROWN's
     for i, layer in enumerate(layers):
-        if isinstance(layer, nn.ReLU) and i in intervals:
-            if seen_relu:  # before the first ReLU no relaxation was made: IBP's interval is as good
-                rows = _numel(shapes[i])
-                if rows > max_rows:
-                    raise ValueError(f"full CROWN would bound {rows} units of layer {i} ({type(layer).__name__}) "
-                                     f"by a pass of their own, past max_rows={max_rows}: use crown-ibp")
-                low, up = _identity_bounds(layers, i, shapes, intervals, ball)
-                intervals[i] = (torch.max(intervals[i][0], low), torch.min(intervals[i][1], up))
-                mid, rad = _carry(layers, i, intervals[i])
-                for j in range(i + 1, len(layers) + 1):
-                    intervals[j] = (mid - rad, mid + rad)
-                    if j < len(layers):
-                        mid, rad = ibp._layer(layers[j], mid, rad)
-            seen_relu = True
+        if isinstance(layer, nn.ReLU) and i in intervals and relaxed:
+            rows = _numel(shapes[i])
+            if rows > max_rows:
+                raise ValueError(f"full CROWN would bound {rows} units of layer {i} ({type(layer).__name__}) "
+                                 f"by a pass of their own, past max_rows={max_rows}: use crown-ibp")
+            low, up = _identity_bounds(layers, i, shapes, intervals, ball)
+            intervals[i] = (torch.max(intervals[i][0], low), torch.min(intervals[i][1], up))
+            mid, rad = _carry(layers, i, intervals[i])
+            ibp.propagate(layers, mid, rad, intervals, i + 1)
+        relaxed = relaxed or isinstance(layer, (nn.ReLU, Residual))
     return intervals
 
 
@@ -120,19 +171,24 @@ def _carry(layers, i, interval):
     return ibp._layer(layers[i], (up + low) / 2, (up - low) / 2)
 
 
+def _rows_of(intervals: dict, sub: slice) -> dict:
+    """The intervals of the images in `sub`, residual blocks' too."""
+    return {k: _rows_of(v, sub) if isinstance(v, dict) else (v[0][sub], v[1][sub]) for k, v in intervals.items()}
+
+
 def _identity_bounds(layers, i, shapes, intervals, ball):
     """Bounds on the input of layer i (the output of layers[:i]) by CROWN, in chunks of
     images and of units so that no more than _CHUNK_FLOATS coefficients live at once."""
     x = ball[0]
     shape, rows = shapes[i], _numel(shapes[i])
-    widest = max(_numel(s) for s in shapes[: i + 1])
+    widest = _widest(shapes, i)
     per_image = max(1, _CHUNK_FLOATS // (rows * widest))
     unit_chunk = rows if per_image > 1 else max(1, _CHUNK_FLOATS // widest)
     lows, ups = [], []
     for s in range(0, x.shape[0], per_image):
         sub = slice(s, s + per_image)
         sub_ball = (x[sub],) + ball[1:]
-        sub_iv = {k: (a[sub], b[sub]) for k, (a, b) in intervals.items()}
+        sub_iv = _rows_of(intervals, sub)
         low_parts, up_parts = [], []
         for r in range(0, rows, unit_chunk):
             k = min(unit_chunk, rows - r)
@@ -152,12 +208,7 @@ def _backward(layers, end, spec, shapes, intervals, ball) -> torch.Tensor:
     x, eps, norm, lo, hi = ball
     cut = max((i + 1 for i in range(end) if isinstance(layers[i], nn.MaxPool2d)), default=0)
     n, k = spec.shape[:2]
-    a, b = spec, torch.zeros(n, k, dtype=spec.dtype, device=spec.device)
-    for i in reversed(range(cut, end)):
-        if isinstance(layers[i], nn.ReLU):
-            a, b = _through_relu(a, b, *intervals[i])
-        else:
-            a, b = _through_affine(layers[i], a, b, shapes[i])
+    a, b = _carry_back(layers, cut, end, spec, spec.new_zeros(n, k), shapes, intervals)
     if cut > 0:  # bounded by the interval of the layer after the last max pooling
         low, up = (t.unsqueeze(1) for t in intervals[cut])
         return (a.clamp(min=0) * low + a.clamp(max=0) * up).flatten(2).sum(-1) + b
@@ -165,6 +216,25 @@ def _backward(layers, end, spec, shapes, intervals, ball) -> torch.Tensor:
         low, up = ((x - eps).clamp(lo, hi).unsqueeze(1), (x + eps).clamp(lo, hi).unsqueeze(1))
         return (a.clamp(min=0) * low + a.clamp(max=0) * up).flatten(2).sum(-1) + b
     return (a * x.unsqueeze(1)).flatten(2).sum(-1) - eps * a.flatten(2).norm(dim=-1) + b
+
+
+def _carry_back(layers, start, end, a, b, shapes, intervals):
+    """(A, b) of a bound A . z_end + b carried back to A' . z_start + b', z_i the input of layers[i]."""
+    for i in reversed(range(start, end)):
+        layer = layers[i]
+        if isinstance(layer, nn.ReLU):
+            a, b = _through_relu(a, b, *intervals[i])
+        elif isinstance(layer, Residual):
+            # the block's output is the sum of its two paths from one input: carry A back
+            # along each, and add (the shortcut starts from b = 0 so b is counted once)
+            a_branch, b = _carry_back(layer.branch, 0, len(layer.branch), a, b, shapes[i, "branch"],
+                                      intervals[i, "branch"])
+            a_short, b_short = _carry_back(layer.shortcut, 0, len(layer.shortcut), a, torch.zeros_like(b),
+                                           shapes[i, "shortcut"], intervals[i, "shortcut"])
+            a, b = a_branch + a_short, b + b_short
+        else:
+            a, b = _through_affine(layer, a, b, shapes[i])
+    return a, b
 
 
 def _through_relu(a, b, low, up):

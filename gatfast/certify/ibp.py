@@ -3,7 +3,9 @@ propagation for training verifiably robust models"): sound elementwise lower and
 bounds on a network's outputs for every input in a norm ball intersected with the pixel box.
 
 Intervals travel as (centre, radius): an affine map W moves the centre by W and the radius
-by |W|, a monotone map (ReLU, max pooling) applies to both ends. For an L2 ball the first
+by |W|, a monotone map (ReLU, max pooling) applies to both ends, and a residual block adds
+the intervals of its two paths (which forgets that both see one input: the linear bounds
+of crown.py keep it). For an L2 ball the first
 layer with weights takes the dual norm instead (W x +- eps ||W_i||_2, Gowal et al.'s
 treatment of other norms), after folding any per-channel affine layers in front of it into
 its weights; the box is then not used, which is sound (the ball alone is a superset).
@@ -23,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatfast.certify.layers import affine_of, chain, is_affine
+from gatfast.certify.layers import Residual, affine_of, chain, is_affine
 from gatfast.ops import checks
 
 
@@ -72,18 +74,34 @@ def bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf",
 def intervals(layers: list[nn.Module], x: torch.Tensor, eps: float, norm: str, lo: float, hi: float) -> dict:
     """IBP's (lower, upper) of the input of every layer that it bounds as an interval, and
     of the output (key len(layers)). Under an L2 ball the layers up to the first weighted
-    one are crossed in closed form, so they have no entry."""
+    one are crossed in closed form, so they have no entry. A Residual at i also has the
+    intervals of its two chains, as dicts of their own at keys (i, "branch") and (i, "shortcut")."""
     if norm == "linf":
         lower, upper = (x - eps).clamp(lo, hi), (x + eps).clamp(lo, hi)
         mid, rad, start = (upper + lower) / 2, (upper - lower) / 2, 0
     else:
         mid, rad, start = _l2_first_layer(layers, x, eps)
     out = {}
+    propagate(layers, mid, rad, out, start)
+    return out
+
+
+def propagate(layers, mid: torch.Tensor, rad: torch.Tensor, out: dict, start: int = 0):
+    """Carries the interval (mid +- rad) at the input of layers[start] to the output,
+    writing into `out` the interval of every input from `start` on (see `intervals`);
+    returns the output's (mid, rad)."""
     for i in range(start, len(layers)):
         out[i] = (mid - rad, mid + rad)
-        mid, rad = _layer(layers[i], mid, rad)
+        if isinstance(layers[i], Residual):
+            # each path from the block's input, then their sum (the endpoints add)
+            out[i, "branch"], out[i, "shortcut"] = {}, {}
+            mid_b, rad_b = propagate(layers[i].branch, mid, rad, out[i, "branch"])
+            mid_s, rad_s = propagate(layers[i].shortcut, mid, rad, out[i, "shortcut"])
+            mid, rad = mid_b + mid_s, rad_b + rad_s
+        else:
+            mid, rad = _layer(layers[i], mid, rad)
     out[len(layers)] = (mid - rad, mid + rad)
-    return out
+    return mid, rad
 
 
 def _layer(layer: nn.Module, mid: torch.Tensor, rad: torch.Tensor):
@@ -104,6 +122,8 @@ def _layer(layer: nn.Module, mid: torch.Tensor, rad: torch.Tensor):
         return (upper + lower) / 2, (upper - lower) / 2
     if isinstance(layer, (nn.Identity, nn.Dropout)):  # Dropout: the model is in eval mode (chain checks)
         return mid, rad
+    if isinstance(layer, Residual):
+        return propagate([layer], mid, rad, {})
     raise TypeError(f"no interval rule for {type(layer).__name__}")  # chain() refuses these first
 
 

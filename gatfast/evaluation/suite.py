@@ -383,7 +383,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
 
 def certified_row(model, x, y, eps: float, norm: str, config: EvalConfig, clean: torch.Tensor):
     """(the certified row, the per-image verified flags), or a row saying why there is none
-    (a model certify cannot read, such as the ResNets' residual blocks)."""
+    (a model with a layer certify has no rule for)."""
     try:
         certify.chain(model)
     except TypeError as e:

@@ -173,8 +173,9 @@ class TrainConfig:
         need(self.beta_end == 0 or self.method == "crown_ibp", "beta-end is an option of the crown_ibp method")
         rule(checks.positive, self.sigma, "sigma", message=f"sigma must be > 0, got {self.sigma!r}")
         need(self.method not in CERTIFIED or self.model in models.CERTIFIABLE,
-             f"{self.method} trains on bounds that gatfast.certify computes for {', '.join(models.CERTIFIABLE)} "
-             f"only, got model {self.model!r}")
+             f"{self.method} trains on bounds of the network as it trains, which gatfast.certify computes for "
+             f"{', '.join(models.CERTIFIABLE)} (the ResNets' BatchNorm has no fixed function in training mode), "
+             f"got model {self.model!r}")
         choice("generator-input", self.generator_input, generators.INPUTS)
         bound = self.generator_bound or self.norm
         choice("generator-bound", bound, generators.BOUNDS)

@@ -324,15 +324,19 @@ class CROWNIBP(Method):
         (k0, k1), (b0, b1) = self.kappa, self.beta
         return k0 + (k1 - k0) * ramp, b0 + (b1 - b0) * ramp
 
+    def cost_key(self):
+        return self.weights()[1] > 0  # with beta at 0 the linear bound is not computed
+
     def _loss(self, x, y):
         kappa, beta = self.weights()
         with self.autocast(x.device):
             logits = self.classifier(x)
         spec = certify.margin_spec(y, logits.shape[1], x.dtype)
-        lower = certify.ibp.bounds(self.classifier, x, self.eps, norm=self.norm, spec=spec)[0]
-        if beta > 0:
-            lower = beta * certify.crown.bounds(self.classifier, x, self.eps, norm=self.norm, spec=spec)[0] \
-                + (1 - beta) * lower
+        if beta > 0:  # both bounds from one IBP pass
+            linear, interval = certify.crown.lower_bounds(self.classifier, x, self.eps, spec, norm=self.norm)
+            lower = beta * linear + (1 - beta) * interval
+        else:
+            lower = certify.ibp.bounds(self.classifier, x, self.eps, norm=self.norm, spec=spec)[0]
         worst = torch.cat([lower.new_zeros(len(y), 1), -lower], dim=1)  # the true class in column 0
         robust = F.cross_entropy(worst, torch.zeros_like(y))
         loss = kappa * F.cross_entropy(logits.float(), y) + (1 - kappa) * robust

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from gatfast.certify.layers import Residual
+
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
@@ -102,6 +104,14 @@ class _PreActBlock(nn.Module):
         out = self.conv1(out)
         return self.conv2(F.relu(self.bn2(out))) + skip
 
+    def as_sequential(self) -> nn.Sequential:
+        """The block as certify reads it: the residual sum of two chains of one input. With an
+        identity shortcut that input is x; with a convolution it is relu(bn1(x)), shared."""
+        pre, body = [self.bn1, nn.ReLU()], [self.conv1, self.bn2, nn.ReLU(), self.conv2]
+        if self.shortcut is None:
+            return nn.Sequential(Residual(pre + body))
+        return nn.Sequential(*pre, Residual(body, [self.shortcut]))
+
 
 class PreActResNet18(nn.Module):
     """Pre-activation ResNet-18 (He et al. 2016) for 32x32 input."""
@@ -121,6 +131,10 @@ class PreActResNet18(nn.Module):
     def forward(self, x):
         out = F.relu(self.bn(self.stages(self.stem(self.normalize(x)))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared) as one chain: how gatfast.certify reads it."""
+        return _resnet_chain(self.normalize, self.stem, self.stages, self.bn, self.fc)
 
 
 class WideResNet(nn.Module):
@@ -147,9 +161,21 @@ class WideResNet(nn.Module):
         out = F.relu(self.bn(self.blocks(self.stem(self.normalize(x)))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared) as one chain: how gatfast.certify reads it."""
+        return _resnet_chain(self.normalize, self.stem, self.blocks, self.bn, self.fc)
+
+
+def _resnet_chain(normalize, stem, blocks, bn, fc) -> nn.Sequential:
+    return nn.Sequential(normalize, stem, *(b.as_sequential() for b in blocks), bn, nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
+
 
 MODELS = {"small_cnn": SmallCNN, "cert_cnn": CertCNN, "preact_resnet18": PreActResNet18, "wide_resnet": WideResNet}
-CERTIFIABLE = ("small_cnn", "cert_cnn")  # the models gatfast.certify can bound (chains of its layers)
+# The models the certified methods train: their bounds hold for the network as it trains.
+# The ResNets' BatchNorm has no fixed function in training mode; certify bounds them in eval mode.
+CERTIFIABLE = ("small_cnn", "cert_cnn")
+SIZED = ("small_cnn", "cert_cnn")  # the models whose layers follow image_size (the ResNets pool to 1x1)
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
