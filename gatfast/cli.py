@@ -283,7 +283,7 @@ def _cmd_certify(args) -> int:
         eps = (train_mod.load_config(args.run_dir).eps,)
     smoothing = certified.SmoothingSettings(
         sigma=args.sigma, radii=_list(args.radii, float, "--radii"), images=args.smoothing_images, n=args.smoothing_n,
-        n0=args.smoothing_n0, alpha=args.alpha).validate()
+        n0=args.smoothing_n0, alpha=args.alpha)
     report = certified.certify_run(args.run_dir, eps, method=args.method, n=args.n, device=device,
                                    data_root=args.data_root, log=lambda line: print(line, file=sys.stderr, flush=True),
                                    smoothing=smoothing)

@@ -10,12 +10,12 @@ one (the majority vote under Gaussian noise), each radius with probability 1 - a
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gatfast import certify, train
+from gatfast.ops import checks
 from gatfast.train import data, runs
 
 
@@ -27,14 +27,14 @@ def check_settings(eps_list, method: str, n: int, norm: str) -> tuple:
     """The eps values (each >= 0, <= 1 for linf), the method and n, checked before anything runs."""
     if not eps_list:
         raise CertifyError("eps: give at least one value")
+    eps_list = tuple(_rule(checks.nonnegative, e, "eps") for e in eps_list)
     for e in eps_list:
-        if not (isinstance(e, (int, float)) and math.isfinite(e) and e >= 0) or (norm == "linf" and e > 1):
-            raise CertifyError(f"eps must be finite, >= 0 and (for linf) <= 1, got {e!r}")
+        if norm == "linf" and e > 1:
+            raise CertifyError(f"eps {e:g} is beyond the [0, 1] pixel range for linf (did you mean {e:g}/255?)")
     if method not in certify.METHODS:
         raise CertifyError(f"method must be one of {', '.join(certify.METHODS)}, got {method!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CertifyError(f"n must be an int >= 1, got {n!r}")
-    return tuple(float(e) for e in eps_list)
+    _rule(checks.count, n, "n")
+    return eps_list
 
 
 @dataclass
@@ -43,28 +43,27 @@ class SmoothingSettings:
     sigma: float | None = None
     radii: tuple = (0.25, 0.5, 0.75, 1.0)
     images: int = 100       # the first test images smoothed (n noisy forwards each)
-    n: int = 10_000
+    n: int = 10_000         # 0: no smoothing
     n0: int = 100
     alpha: float = 0.001
 
     def validate(self) -> "SmoothingSettings":
-        def fail(message):
-            raise CertifyError(message)
-        if self.sigma is not None and not (_number(self.sigma) and self.sigma > 0):
-            fail(f"sigma must be > 0, got {self.sigma!r}")
-        if not self.radii or not all(_number(r) and r >= 0 for r in self.radii):
-            fail(f"radii must be finite numbers >= 0, got {', '.join(map(str, self.radii)) or 'none'}")
+        """Each setting by gatfast.ops.checks' rules, named by its flag (CertifyError)."""
+        if self.sigma is not None:
+            _rule(checks.positive, self.sigma, "sigma")
+        if not self.radii:
+            raise CertifyError("radii: give at least one value")
+        for r in self.radii:
+            _rule(checks.nonnegative, r, "radii")
         for name, minimum in (("images", 1), ("n", 0), ("n0", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                fail(f"smoothing-{name} must be an int >= {minimum}, got {value!r}")
-        if not (_number(self.alpha) and 0 < self.alpha < 0.5):
-            fail(f"alpha must be in (0, 0.5), got {self.alpha!r}")
+            _rule(checks.count, getattr(self, name), f"smoothing-{name}", minimum)
+        if not 0 < _rule(checks.finite, self.alpha, "alpha") < 0.5:
+            raise CertifyError(f"alpha must be in (0, 0.5), got {self.alpha!r}")
         return self
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _rule(check, *args):
+    return checks.raising(CertifyError, check, *args)
 
 
 def _smoothing_report(model, x, y, settings: SmoothingSettings, sigma: float, log) -> dict:

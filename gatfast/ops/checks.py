@@ -169,3 +169,13 @@ def target(t, logits_clean: torch.Tensor) -> torch.Tensor:
             i = int(((t < 0) | (t >= c)).nonzero()[0, 0])
             raise ValueError(f"target[{i}] = {int(t[i])} is outside the class range [0, {c})")
     return t
+
+
+def raising(error: type[Exception], check, *args, message: str | None = None):
+    """check(*args), its TypeError or ValueError raised again as `error` (a layer's own
+    error type, such as the CLI's ConfigError, which it reports as one line), with
+    `message` in place of the check's own when given. Returns what the check returns."""
+    try:
+        return check(*args)
+    except (TypeError, ValueError) as e:
+        raise error(message or str(e)) from None

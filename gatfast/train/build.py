@@ -9,11 +9,12 @@ from gatfast.gat import generators
 from gatfast.train import data, methods, models
 from gatfast.train.config import TrainConfig
 
+
 def build_classifier(config: TrainConfig, ds: data.DatasetSplits) -> torch.nn.Module:
     c, h, _ = ds.image_shape
     mean, std = (models.MNIST_MEAN, models.MNIST_STD) if c == 1 else (models.CIFAR_MEAN, models.CIFAR_STD)
     kwargs = {"in_channels": c, "num_classes": ds.num_classes, "mean": mean, "std": std}
-    if config.model in ("small_cnn", "cert_cnn"):
+    if config.model in models.SIZED:
         kwargs["image_size"] = h
     return models.build_model(config.model, **kwargs)
 

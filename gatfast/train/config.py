@@ -122,10 +122,7 @@ class TrainConfig:
                 raise ConfigError(message)
 
         def rule(check, *args, message):
-            try:
-                check(*args)
-            except (TypeError, ValueError):
-                raise ConfigError(message) from None
+            checks.raising(ConfigError, check, *args, message=message)
 
         def choice(name, value, options):
             need(value in options, f"unknown {name} {value!r}; choose from {', '.join(options)}")
