@@ -322,7 +322,6 @@ def test_the_log_gives_the_learning_rate_and_eps_used(tmp_path):
                          schedule="cosine", eps_warmup=2, eval_pgd_steps=0, progress=False)
     train.train(config, tmp_path / "r", log=lambda *_: None)
     epochs = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    from gatfast.train.engine import eps_at, lr_factor
     last_step = 1 + 1 / 2  # two steps per epoch: the last one of epoch 2 sits at 1.5 epochs
-    assert epochs[-1]["lr"] == pytest.approx(config.lr * lr_factor(config, last_step)) and epochs[-1]["lr"] > 0
-    assert epochs[-1]["eps"] == pytest.approx(eps_at(config, last_step)) and epochs[-1]["eps"] < config.eps
+    assert epochs[-1]["lr"] == pytest.approx(config.lr * config.lr_factor(last_step)) and epochs[-1]["lr"] > 0
+    assert epochs[-1]["eps"] == pytest.approx(config.eps_at(last_step)) and epochs[-1]["eps"] < config.eps

@@ -5,6 +5,7 @@ exits with 2)."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -112,6 +113,19 @@ class TrainConfig:
         if self.eps_warmup is not None:
             return self.eps_warmup
         return self.epochs / 2 if self.method in CERTIFIED else 0.0
+
+    def eps_at(self, progress: float) -> float:
+        """The attack budget at `progress` epochs into training (a float): the ramp, then eps."""
+        warmup = self.warmup()
+        if warmup <= 0 or progress >= warmup:
+            return self.eps
+        return self.eps * max(progress / warmup, 1e-3)
+
+    def lr_factor(self, progress: float) -> float:
+        """The learning-rate schedule's factor at `progress` epochs into training."""
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress / self.epochs, 1.0)))
+        return 1.0
 
     def validate(self) -> "TrainConfig":
         """Every option checked before anything runs or is written, with the same rules

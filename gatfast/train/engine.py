@@ -38,27 +38,11 @@ import torch
 from gatfast._version import __version__
 from gatfast import attacks
 from gatfast.ops import backends
-from gatfast.train import data, distributed, methods
+from gatfast.train import cost, data, distributed, methods
 from gatfast.train.build import build_classifier, build_method
 from gatfast.train.config import ConfigError, TrainConfig, resolve_device
 from gatfast.train.runs import (CHECKPOINT, RUN_FORMAT, CheckpointError, check_folder_or_new, load, load_config,
                                 load_module, remove_stale_temporaries, save, write_json, write_text)
-
-
-# ---- schedules ---------------------------------------------------------------------------------
-
-def lr_factor(config: TrainConfig, progress: float) -> float:
-    """The schedule at `progress` epochs into training (a float)."""
-    if config.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(progress / config.epochs, 1.0)))
-    return 1.0
-
-
-def eps_at(config: TrainConfig, progress: float) -> float:
-    warmup = config.warmup()
-    if warmup <= 0 or progress >= warmup:
-        return config.eps
-    return config.eps * max(progress / warmup, 1e-3)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -354,8 +338,8 @@ def _set_position(s: _Session, position: float) -> None:
     """Learning rates and eps at `position` epochs into training."""
     for k, o in s.optimizers.items():
         for g, base in zip(o.param_groups, s.base_lrs[k]):
-            g["lr"] = base * lr_factor(s.config, position)
-    s.method.set_eps(eps_at(s.config, position))
+            g["lr"] = base * s.config.lr_factor(position)
+    s.method.set_eps(s.config.eps_at(position))
 
 
 def _run_epoch(s: _Session, epoch: int):
@@ -432,6 +416,8 @@ def _finish(s: _Session, epoch: int, stop_reason: str | None, wall: float, log) 
                "stopped": stop_reason}
     if stop_reason and s.procs.main:
         log(stop_reason)
+    if s.procs.main:
+        summary.update(_flops(config, s.device, log))
     if config.eval_pgd_steps and s.procs.main:
         summary["robustness"] = robustness(s.classifier, s.ds, config, s.device, config.progress)
         summary["threat_model"] = (f"white box, test split of {config.dataset} ({len(s.ds.test)} images): "
@@ -439,3 +425,13 @@ def _finish(s: _Session, epoch: int, stop_reason: str | None, wall: float, log) 
     if s.procs.main:
         write_json(s.out / "summary.json", summary)
     return summary
+
+
+def _flops(config: TrainConfig, device: torch.device, log) -> dict:
+    """The run's training FLOPs (gatfast.train.cost), counted after training on fresh
+    networks; a count that fails is reported beside the summary, never instead of it."""
+    try:
+        return {"train_flops": cost.training_flops(config, device)["total"]}
+    except (RuntimeError, TypeError, ValueError) as e:
+        log(f"training FLOPs not counted: {type(e).__name__}: {e}")
+        return {"train_flops": None, "train_flops_error": f"{type(e).__name__}: {e}"}

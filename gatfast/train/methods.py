@@ -110,6 +110,11 @@ class Method:
         """Called after each epoch; a string stops training with that message."""
         return None
 
+    def cost_key(self):
+        """What a step's cost depends on beyond the batch (gatfast.train.cost counts each
+        distinct key once): nothing, for a method whose every step does the same work."""
+        return None
+
     def state_dict(self) -> dict:
         """What the method keeps beyond modules and optimisers (saved in checkpoints)."""
         return self.update.state_dict()
