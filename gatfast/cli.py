@@ -4,6 +4,7 @@
   gatfast train --out runs/NAME --resume [--epochs 30]
   gatfast eval runs/NAME [--surrogate runs/OTHER] [--attacks fgsm,pgd,...] [--n 1000 --n-slow 200]
   gatfast sweep --datasets mnist5k,digits --methods standard,gat --seeds 0,1,2 --out runs/sweep
+  gatfast study --datasets mnist5k,digits --out runs/study        (the headline study; resumes)
   gatfast report runs/sweep
   gatfast certify runs/NAME [--eps 0.1,0.3] [--method crown-ibp] [--n 1000]
 
@@ -265,6 +266,25 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_study(args) -> int:
+    from gatfast.evaluation import study, sweep
+    train_mod.resolve_device(args.device)
+    runs.check_folder_or_new(args.out, "--out")
+    datasets = _list(args.datasets, str, "--datasets")
+    methods = study.VARIANTS if args.methods is None else _list(args.methods, str, "--methods")
+    spec = study.spec(datasets, _list(args.seeds, int, "--seeds"), sweep.parse_eps(args.eps, datasets), args.epochs,
+                      methods)
+    sweep.validate(spec)
+    print("\n".join(study.plan(spec)), file=sys.stderr, flush=True)
+    if args.plan:
+        return 0
+    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress)
+    sweep.report(args.out)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {args.out}/report.md, report.json and the plots")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from gatfast.evaluation import sweep
     result = sweep.report(args.sweep_dir)
@@ -356,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--datasets", default="mnist5k,digits",
                    help=_help("comma-separated", _CHOICES["dataset"], "mnist5k,digits"))
     w.add_argument("--methods", default="standard,fgsm_rs,pgd_at,gat",
-                   help=_help("comma-separated", _CHOICES["method"], "standard,fgsm_rs,pgd_at,gat"))
+                   help=_help("comma-separated; METHOD:FIELD=VALUE:... for a variant with options "
+                              "(pgd_at:attack_steps=3), match=METHOD for its wall time", _CHOICES["method"],
+                              "standard,fgsm_rs,pgd_at,gat"))
     w.add_argument("--seeds", default="0,1,2", help=_help("comma-separated integers", default="0,1,2"))
     w.add_argument("--eps", default="0.3", help=_help("one eps for all datasets, or dataset=eps pairs", default=0.3))
     config_defaults = {f.name: f.default for f in dataclasses.fields(train_mod.TrainConfig)}
@@ -418,6 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--out", default="benchmarks/results",
                     help=_help("folder for autoattack-<device>.json and .md", default="benchmarks/results"))
     ba.set_defaults(func=_cmd_bench_autoattack)
+    t = sub.add_parser("study", help="the headline study: every defence, three seeds, the whole suite on the whole "
+                                     "test split, and the frontier of robustness per training cost (resumes)")
+    t.add_argument("--datasets", default="mnist5k,digits",
+                   help=_help("comma-separated", _CHOICES["dataset"], "mnist5k,digits"))
+    t.add_argument("--methods", default=None,
+                   help=_help("comma-separated variants, METHOD[:FIELD=VALUE...]", default="the study's "
+                              "(gatfast.evaluation.study.VARIANTS)"))
+    t.add_argument("--seeds", default="0,1,2", help=_help("comma-separated integers", default="0,1,2"))
+    t.add_argument("--eps", default="0.3", help=_help("one eps for all datasets, or dataset=eps pairs", default=0.3))
+    t.add_argument("--epochs", type=int, default=20, help=_help("epochs of every variant that sets none",
+                                                                 default=20))
+    t.add_argument("--plan", action="store_true", help="print the cells in the order they run, and stop")
+    t.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--out", required=True, help="the study folder (the same command resumes it)")
+    t.set_defaults(func=_cmd_study)
     r = sub.add_parser("report", help="tables and plots of a (possibly partial) sweep")
     r.add_argument("sweep_dir")
     r.set_defaults(func=_cmd_report)
@@ -476,6 +514,7 @@ _AFTER_INTERRUPT = {
     "train": "the run folder holds the last finished epoch: continue with gatfast train --out RUN --resume",
     "eval": "no eval.json was written (it is written whole, at the end): run the same command again",
     "sweep": "finished cells are kept: run the same sweep command again to go on",
+    "study": "finished cells are kept: run the same study command again to go on",
     "certify": "no certify.json was written (it is written whole, at the end): run the same command again",
 }
 

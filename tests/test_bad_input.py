@@ -44,7 +44,9 @@ EXTRA = {
     "--attacks": ("nonsense", "fgsm,nonsense", ","),
     "--sweep": ("a", "-0.1", "2", "nan"),
     "--datasets": ("nonsense", "digits,imagenet", ","),
-    "--methods": ("nonsense", ","),
+    "--methods": ("nonsense", ",", "pgd_at:nonsense=1", "pgd_at:attack_steps=x", "pgd_at:attack_steps",
+                  "pgd_at:attack_steps=0", "gat:recipe=nonsense", "gat:match=pgd_at", "pgd_at,pgd_at",
+                  "gat:seed=3"),
     "--seeds": ("x", "-1", "1.5", ","),
     "--case": ("nonsense:1", "small_cnn:0", "small_cnn", "small_cnn:x"),
     "--variants": ("nonsense",),
@@ -83,6 +85,8 @@ BASE = {
     "bench": ["--iters", "1", "--warmup", "0", "--case", "small_cnn:8", "--out", "{tmp}/bench"],
     "bench-pgd": ["--run", "{run}", "--steps", "1", "--rounds", "1", "--out", "{tmp}/bench"],
     "bench-autoattack": ["{run}", "--n", "4", "--variants", "gatfast", "--out", "{tmp}/bench"],
+    "study": ["--datasets", "digits", "--methods", "standard", "--seeds", "0", "--eps", "0.1", "--epochs", "1",
+              "--plan", "--out", "{tmp}/study"],
     "report": ["{tmp}/sweep"],
     "certify": ["{run}", "--eps", "0.01", "--n", "20"],
 }
@@ -136,6 +140,7 @@ COMBINATIONS = [
     ("sweep --norm l2 with eps 2", "sweep",
      ["--datasets", "digits", "--methods", "standard", "--seeds", "0", "--norm", "l2", "--eps", "-2",
       "--out", "{tmp}/sweep"], "eps"),
+    ("study --out is a file", "study", BASE["study"][:-2] + ["--out", "{file}"], "--out"),
     ("report of a missing folder", "report", ["{tmp}/nothing"], "nothing"),
     ("certify of a missing folder", "certify", ["{tmp}/nothing"], "nothing"),
     ("certify --data-root missing", "certify", BASE["certify"] + ["--data-root", "{tmp}/nothing"], "--data-root"),
@@ -172,7 +177,8 @@ def _walk() -> list[tuple[str, str, list[str], str]]:
                     or action.option_strings[0] in PATH_FLAGS:
                 continue
             flag = action.option_strings[0]
-            values = {("sweep", "--eps"): SWEEP_EPS, ("certify", "--eps"): CERTIFY_EPS}.get((verb, flag)) or \
+            values = {("sweep", "--eps"): SWEEP_EPS, ("study", "--eps"): SWEEP_EPS,
+                      ("certify", "--eps"): CERTIFY_EPS}.get((verb, flag)) or \
                 _values(action)
             for value in values:
                 cases.append((f"{verb} {flag} {value}", verb, _replace_flag(BASE[verb], flag, value), flag))

@@ -71,3 +71,29 @@ def bars(values: dict[str, tuple], path, *, title: str, ylabel: str):
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     plt.close(fig)
+
+
+def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict):
+    """Robust accuracy against each cost (one panel per cost, FLOPs on a log scale), with
+    seed error bars both ways; the family's points joined in cost order (the frontier)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(costs), figsize=(6 * len(costs), 4.5), squeeze=False)
+    for ax, (key, name) in zip(axes[0], costs.items()):
+        shown = [p for p in points if p[key] is not None]
+        line = sorted((p for p in shown if p["method"] in family), key=lambda p: p[key])
+        if line:
+            ax.plot([p[key] for p in line], [100 * p["robust"] for p in line], color="grey", linestyle="--",
+                    label="PGD-AT frontier")
+        for p in shown:
+            marker = "s" if p["method"] in family else "o"
+            ax.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]], yerr=[100 * p["robust_std"]],
+                        marker=marker, capsize=3, linestyle="none", label=p["label"])
+        if key == "flops":
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("worst-case robust accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+    plt.close(fig)

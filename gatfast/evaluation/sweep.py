@@ -16,19 +16,20 @@ import statistics
 from pathlib import Path
 
 from gatfast import train
-from gatfast.evaluation import plots, suite
+from gatfast.evaluation import frontier, plots, suite, variants
 from gatfast.ops import checks
-from gatfast.train import data, methods, runs
+from gatfast.train import cost, data, runs
 
 
 @dataclasses.dataclass
 class SweepSpec:
     datasets: tuple
-    methods: tuple
+    methods: tuple                  # variant labels: "pgd_at", "pgd_at:attack_steps=3" (variants.py)
     seeds: tuple
     eps: dict                       # dataset -> eps
     train_options: dict             # extra TrainConfig fields for every cell
     eval_config: suite.EvalConfig
+    first: tuple = ()               # labels trained and evaluated before the others (a study's headline)
 
     def cells(self):
         for d in self.datasets:
@@ -36,9 +37,15 @@ class SweepSpec:
                 for s in self.seeds:
                     yield d, m, s
 
+    def stages(self) -> list[list[tuple]]:
+        """The cells in the order they run: the `first` methods' cells, then the rest."""
+        first = [c for c in self.cells() if c[1] in self.first]
+        rest = [c for c in self.cells() if c[1] not in self.first]
+        return [stage for stage in (first, rest) if stage]
+
 
 def cell_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
-    return Path(out) / dataset / method / f"seed{seed}"
+    return Path(out) / dataset / variants.parse(method).folder / f"seed{seed}"
 
 
 def parse_eps(text: str, datasets) -> dict:
@@ -61,20 +68,46 @@ def parse_eps(text: str, datasets) -> dict:
     return eps
 
 
-def cell_config(spec: SweepSpec, dataset: str, method: str, seed: int) -> train.TrainConfig:
-    options = {"eval_pgd_steps": 0, **spec.train_options}  # the sweep's eval is the full suite
-    return train.TrainConfig(dataset=dataset, method=method, seed=seed, eps=spec.eps[dataset], **options)
+def cell_config(spec: SweepSpec, dataset: str, method: str, seed: int, epochs: int | None = None) -> train.TrainConfig:
+    """The cell's TrainConfig; `epochs` for a match variant (its own come from the cells it matches)."""
+    variant = variants.parse(method)
+    options = {"eval_pgd_steps": 0, **spec.train_options, **variant.config_options()}  # the eval is the suite
+    if epochs is not None:
+        options["epochs"] = epochs
+    return train.TrainConfig(dataset=dataset, method=variant.method, seed=seed, eps=spec.eps[dataset], **options)
+
+
+def matched_epochs(out: Path, spec: SweepSpec, dataset: str, method: str, seed: int) -> int:
+    """A match variant's epochs: its base's, scaled by the wall time of the cell it matches
+    over its base's (both trained, same dataset and seed), at least 1."""
+    variant = variants.parse(method)
+    walls = {}
+    for label in (variant.base, variant.match):
+        summary = cell_dir(out, dataset, label, seed) / "summary.json"
+        if not summary.is_file():
+            raise train.ConfigError(f"{method} on {dataset} seed {seed} needs {label} trained first")
+        walls[label] = json.loads(summary.read_text())["train_wall_s"]
+    base_epochs = cell_config(spec, dataset, variant.base, seed).epochs
+    return max(1, round(base_epochs * walls[variant.match] / walls[variant.base]))
+
+
+def check_datasets(datasets) -> None:
+    if not datasets:
+        raise train.ConfigError("datasets: name at least one")
+    unknown = [v for v in datasets if v not in data.DATASETS]
+    if unknown:
+        raise train.ConfigError(f"datasets: unknown {unknown[0]!r}; choose from {', '.join(data.DATASETS)}")
 
 
 def validate(spec: SweepSpec) -> None:
     """Every cell's config and the eval settings, before anything runs."""
-    for flag, values, known in (("datasets", spec.datasets, tuple(data.DATASETS)),
-                                ("methods", spec.methods, tuple(methods.METHODS))):
-        if not values:
-            raise train.ConfigError(f"{flag}: name at least one")
-        unknown = [v for v in values if v not in known]
-        if unknown:
-            raise train.ConfigError(f"{flag}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
+    check_datasets(spec.datasets)
+    if not spec.methods:
+        raise train.ConfigError("methods: name at least one")
+    for label in spec.methods:
+        variants.parse(label)  # names the bad part
+    if len({variants.parse(m).folder for m in spec.methods}) < len(spec.methods):
+        raise train.ConfigError("methods: a variant is named twice")
     if not spec.seeds:
         raise train.ConfigError("seeds: name at least one")
     try:
@@ -82,12 +115,42 @@ def validate(spec: SweepSpec) -> None:
             checks.seed(s, "seeds")
     except (TypeError, ValueError):
         raise train.ConfigError(f"seeds must be integers >= 0, got {', '.join(map(str, spec.seeds))}") from None
+    for label in spec.methods:
+        _check_match(variants.parse(label), spec)
+    unknown_first = [m for m in spec.first if m not in spec.methods]
+    if unknown_first:
+        raise train.ConfigError(f"first names {unknown_first[0]!r}, which --methods does not")
     extra = sorted(set(spec.eps) - set(spec.datasets))
     if extra:
         raise train.ConfigError(f"eps names {', '.join(extra)}, which --datasets does not")
     for d, m, s in spec.cells():
-        cell_config(spec, d, m, s).validate()
+        _validate_cell(spec, d, m, s)
     spec.eval_config.validate(spec.train_options.get("norm", "linf"))  # one norm for every cell
+
+
+def _validate_cell(spec: SweepSpec, dataset: str, method: str, seed: int) -> None:
+    """The cell's config; an error that the variant's own options cause names the variant."""
+    try:
+        cell_config(spec, dataset, method, seed).validate()
+    except train.ConfigError as e:
+        plain = dataclasses.replace(spec, methods=(variants.parse(method).method,), first=())
+        try:
+            cell_config(plain, dataset, plain.methods[0], seed).validate()
+        except train.ConfigError:
+            raise e from None
+        raise train.ConfigError(f"--methods {method}: {e}") from None
+
+
+def _check_match(variant: variants.Variant, spec: SweepSpec) -> None:
+    """A match variant's base and target are in the sweep and run no later than it."""
+    if variant.match is None:
+        return
+    stage = {label: i for i, cells in enumerate(spec.stages()) for label in {c[1] for c in cells}}
+    for role, label in (("its base", variant.base), ("the variant it matches", variant.match)):
+        if label not in spec.methods:
+            raise train.ConfigError(f"--methods {variant.label}: {role} {label!r} must be in --methods too")
+        if variants.parse(label).match is not None or stage[label] > stage[variant.label]:
+            raise train.ConfigError(f"--methods {variant.label}: {role} {label!r} must train before it")
 
 
 def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> None:
@@ -98,32 +161,56 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> Non
                                                "seeds": list(spec.seeds), "eps": spec.eps,
                                                "train_options": spec.train_options,
                                                "eval": dataclasses.asdict(spec.eval_config)})
-    cells = list(spec.cells())
-    for i, (d, m, s) in enumerate(cells, 1):  # train every cell first: transfer needs the surrogates
-        folder = cell_dir(out, d, m, s)
-        if (folder / "summary.json").is_file():
-            log(f"[{i}/{len(cells)}] {d} {m} seed {s}: trained")
-            continue
-        resume = (folder / train.CHECKPOINT).is_file()
-        log(f"[{i}/{len(cells)}] {d} {m} seed {s}: {'resuming' if resume else 'training'}")
-        config = dataclasses.replace(cell_config(spec, d, m, s), device=device, progress=progress)
-        train.train(config, folder, resume=resume, log=log)
+    cells = [c for stage in spec.stages() for c in stage]
+    number = {c: i for i, c in enumerate(cells, 1)}
     resolved = str(train.resolve_device(device))
-    for i, (d, m, s) in enumerate(cells, 1):
-        folder = cell_dir(out, d, m, s)
-        if (folder / "eval.json").is_file():
-            log(f"[{i}/{len(cells)}] {d} {m} seed {s}: evaluated")
-            continue
-        log(f"[{i}/{len(cells)}] {d} {m} seed {s}: evaluating")
-        surrogate = None
-        if len(spec.seeds) > 1:
-            other = spec.seeds[(spec.seeds.index(s) + 1) % len(spec.seeds)]
-            surrogate = cell_dir(out, d, m, other)
-        report = suite.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=resolved,
-                                       progress=progress, log=log)
-        failed = [c["name"] for c in report["checks"] if c["passed"] is False]
-        if failed:
-            log(f"  sanity checks FAILED: {', '.join(failed)} (see {folder / 'eval.json'})")
+    for stage in spec.stages():
+        # train every cell of the stage first (transfer needs the surrogates; match
+        # variants the cells they match), then evaluate them
+        ordered = sorted(stage, key=lambda c: variants.parse(c[1]).match is not None)
+        for cell in ordered:
+            _train_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", device, log, progress)
+        for cell in stage:
+            _evaluate_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", resolved, log, progress)
+
+
+def _done(out, cell, tag, marker: str, state: str, log) -> bool:
+    """Whether the cell holds `marker` (that stage is done), said in the log."""
+    d, m, s = cell
+    if not (cell_dir(out, d, m, s) / marker).is_file():
+        return False
+    log(f"{tag} {d} {m} seed {s}: {state}")
+    return True
+
+
+def _train_cell(spec, out, cell, tag, device, log, progress) -> None:
+    if _done(out, cell, tag, "summary.json", "trained", log):
+        return
+    d, m, s = cell
+    folder = cell_dir(out, d, m, s)
+    resume = (folder / train.CHECKPOINT).is_file()
+    epochs = matched_epochs(out, spec, d, m, s) if variants.parse(m).match is not None else None
+    log(f"{tag} {d} {m} seed {s}: {'resuming' if resume else 'training'}"
+        + (f" ({epochs} epochs: the wall time of {variants.parse(m).match})" if epochs else ""))
+    config = dataclasses.replace(cell_config(spec, d, m, s, epochs), device=device, progress=progress)
+    train.train(config, folder, resume=resume, log=log)
+
+
+def _evaluate_cell(spec, out, cell, tag, device, log, progress) -> None:
+    if _done(out, cell, tag, "eval.json", "evaluated", log):
+        return
+    d, m, s = cell
+    folder = cell_dir(out, d, m, s)
+    log(f"{tag} {d} {m} seed {s}: evaluating")
+    surrogate = None
+    if len(spec.seeds) > 1:
+        other = spec.seeds[(spec.seeds.index(s) + 1) % len(spec.seeds)]
+        surrogate = cell_dir(out, d, m, other)
+    report = suite.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=device,
+                                progress=progress, log=log)
+    failed = [c["name"] for c in report["checks"] if c["passed"] is False]
+    if failed:
+        log(f"  sanity checks FAILED: {', '.join(failed)} (see {folder / 'eval.json'})")
 
 
 # ---- report ------------------------------------------------------------------------------
@@ -160,8 +247,17 @@ def collect(out) -> dict:
                                     ("training unfinished" if (folder / train.CHECKPOINT).is_file() else "not started")})
                     continue
                 summary = json.loads(summ.read_text()) if summ.is_file() else {}
-                cells[(d, m, s)] = {"eval": json.loads(ev.read_text()), "wall_s": summary.get("train_wall_s")}
+                cells[(d, m, s)] = {"eval": json.loads(ev.read_text()), "wall_s": summary.get("train_wall_s"),
+                                    "flops": _flops(folder, summary)}
     return {"spec": spec, "cells": cells, "missing": missing}
+
+
+def _flops(folder: Path, summary: dict) -> float | None:
+    """The cell's training FLOPs: from summary.json, or counted from config.json for a run
+    trained before gatfast counted them."""
+    if summary.get("train_flops") is not None or not summary:
+        return summary.get("train_flops")
+    return cost.training_flops(train.load_config(folder))["total"]
 
 
 def report(out) -> dict:
@@ -206,18 +302,20 @@ def report(out) -> dict:
                 "certified": [c["accuracy"] for c in with_cert],
                 "certified_images": [c["n"] for c in with_cert],
                 "wall_s": [c["wall_s"] for c in group if c["wall_s"] is not None],
+                "flops": [c["flops"] for c in group if c["flops"] is not None],
                 "sweep": {e: v for e, v in sorted(sweep.items())},
                 "failed_checks": failed,
             })
-    result = {"rows": rows, "missing": found["missing"], "spec": spec}
+    result = {"rows": rows, "missing": found["missing"], "spec": spec,
+              "frontier": {d: frontier.verdicts([r for r in rows if r["dataset"] == d]) for d in spec["datasets"]}}
     runs.write_json(out / "report.json", result)
     _plots(rows, out)
-    (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec))
+    (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec, result["frontier"]))
     (out / ".report.md.tmp").replace(out / "report.md")
     return result
 
 
-def _markdown(rows, missing, spec) -> str:
+def _markdown(rows, missing, spec, verdicts=None) -> str:
     lines = ["# gatfast sweep report", "",
              f"Datasets {', '.join(spec['datasets'])}; methods {', '.join(spec['methods'])}; "
              f"seeds {', '.join(map(str, spec['seeds']))}. Accuracies in % on each dataset's test split, "
@@ -253,12 +351,46 @@ def _markdown(rows, missing, spec) -> str:
                          f"| {_fmt(r.get('certified', []))} | {_fmt(r['wall_s'], 1.0, 0)} | "
                          f"{', '.join(r['failed_checks']) or 'none'} |")
         lines.append("")
+        lines += _frontier_markdown(group, (verdicts or {}).get(d, []))
     if missing:
         lines += ["## Missing cells", ""]
         lines += [f"- {m['dataset']} / {m['method']} / seed {m['seed']}: {m['state']}" for m in missing]
         lines.append("")
-    lines += ["Plots: robust_vs_eps.png, clean_vs_robust.png, train_time.png.", ""]
+    lines += ["Plots: robust_vs_cost.png (the frontier), robust_vs_eps.png, clean_vs_robust.png, train_time.png.", ""]
     return "\n".join(lines)
+
+
+def _frontier_markdown(group, verdicts) -> list[str]:
+    """The cost table: every variant's worst case against its two costs, and where the
+    ones outside PGD-AT lie against its frontier (gatfast.evaluation.frontier)."""
+    points = [p for p in map(frontier.point, group) if p is not None]
+    if not points:
+        return []
+    by_label = {v["label"]: v for v in verdicts}
+    lines = ["### Robustness per training cost", "",
+             "Worst-case robust accuracy against training cost, mean ± std over seeds. The PGD-AT frontier is "
+             "the line through the fgsm_rs and pgd_at variants; each other variant's margin is its accuracy "
+             "minus the frontier's at its own cost (interpolated between the PGD-AT runs around it).", "",
+             "| method | worst case | wall time (s) | training FLOPs | vs frontier, wall time | "
+             "vs frontier, FLOPs |", "|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: p["flops"] if p["flops"] is not None else float("inf")):
+        v = by_label.get(p["label"])
+        cols = [_verdict_cell(v[c]) if v else "frontier" for c in frontier.COSTS]
+        lines.append(f"| {p['label']} | {100 * p['robust']:.1f} ± {100 * p['robust_std']:.1f} | "
+                     f"{_cost(p, 'wall_s', '{:.0f}')} | {_cost(p, 'flops', '{:.3g}')} | {cols[0]} | {cols[1]} |")
+    return lines + [""]
+
+
+def _cost(p, key, form):
+    if p[key] is None:
+        return "-"
+    return form.format(p[key]) + " ± " + form.format(p[key + "_std"])
+
+
+def _verdict_cell(v) -> str:
+    if v["margin"] is None:
+        return v["verdict"]
+    return f"{100 * v['margin']:+.1f} points: {v['verdict']}"
 
 
 def _images(counts) -> str:
@@ -290,6 +422,13 @@ def _plots(rows, out: Path):
     if points:
         plots.scatter(points, out / "clean_vs_robust.png", title="clean against robust accuracy (worst case)",
                       xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
+    for d in {r["dataset"] for r in rows}:
+        costed = [p for p in map(frontier.point, [r for r in rows if r["dataset"] == d]) if p is not None]
+        if costed:
+            plots.frontier(costed, out / ("robust_vs_cost.png" if len({r["dataset"] for r in rows}) == 1
+                                          else f"robust_vs_cost-{d}.png"),
+                           title=f"{d}: worst-case robust accuracy per training cost (mean ± std over seeds)",
+                           family=frontier.FAMILY, costs=frontier.COSTS)
     times = {f"{r['dataset']} / {r['method']}": _mean_std(r["wall_s"]) for r in rows if r["wall_s"]}
     if times:
         plots.bars(times, out / "train_time.png", title="training wall time", ylabel="seconds")

@@ -1,0 +1,79 @@
+"""Robustness per unit of training cost: where each defence lies against the PGD-AT
+frontier, the curve that PGD adversarial training traces as its steps grow (FGSM-RS is its
+one-step end). A user asks which defence gives the most robustness for a budget; a
+defence on or above that curve answers "this one", below it "PGD-AT with fewer steps".
+
+A point is a variant's mean over seeds of its worst-case robust accuracy and of its cost,
+by two measures: wall time on the machine that trained it, and training FLOPs
+(gatfast.train.cost), which hold on any hardware. The frontier's value at a cost is the
+linear interpolation between the PGD-AT runs nearest below and above it; past the
+costliest run it is that run's accuracy, and below the cheapest there is none (a point
+cheaper than every PGD-AT run is "on or above" only if it beats the cheapest one).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+FAMILY = ("fgsm_rs", "pgd_at")   # the methods whose runs trace the frontier
+COSTS = {"wall_s": "wall time (s)", "flops": "training FLOPs"}
+
+
+def point(row: dict) -> dict | None:
+    """A report row's means and standard deviations over seeds, or None without a worst case."""
+    robust = row["worst_case"]
+    if not robust:
+        return None
+    out = {"label": row["method"], "method": row["method"].split(":")[0], "robust": _mean(robust),
+           "robust_std": _std(robust), "clean": _mean(row["clean"])}
+    for cost in COSTS:
+        values = [v for v in row.get(cost, []) if v is not None]
+        out[cost], out[cost + "_std"] = (_mean(values), _std(values)) if values else (None, None)
+    return out
+
+
+def reference(frontier: list[dict], cost: str, at: float) -> float | None:
+    """The frontier's robust accuracy at cost `at` (see the module's docstring)."""
+    line = sorted((p[cost], p["robust"]) for p in frontier if p[cost] is not None)
+    if not line or at < line[0][0]:
+        return None
+    for (c0, r0), (c1, r1) in zip(line, line[1:]):
+        if c0 <= at <= c1:
+            return r0 if c1 == c0 else r0 + (r1 - r0) * (at - c0) / (c1 - c0)
+    return line[-1][1]
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    """Per row of one dataset outside the family: its margin over the frontier by each cost."""
+    points = [p for p in map(point, rows) if p is not None]
+    frontier = [p for p in points if p["method"] in FAMILY]
+    out = []
+    for p in points:
+        if p["method"] in FAMILY:
+            continue
+        entry = {"label": p["label"], "robust": p["robust"]}
+        for cost in COSTS:
+            entry[cost] = _verdict(p, frontier, cost)
+        out.append(entry)
+    return out
+
+
+def _verdict(p: dict, frontier: list[dict], cost: str) -> dict:
+    if p[cost] is None or not any(f[cost] is not None for f in frontier):
+        return {"reference": None, "margin": None, "verdict": "not measured"}
+    ref = reference(frontier, cost, p[cost])
+    if ref is None:  # cheaper than every PGD-AT run
+        cheapest = min((f for f in frontier if f[cost] is not None), key=lambda f: f[cost])
+        above = p["robust"] >= cheapest["robust"]
+        return {"reference": cheapest["robust"], "margin": p["robust"] - cheapest["robust"],
+                "verdict": "on or above" if above else "undecided: cheaper than every PGD-AT run and less robust"}
+    margin = p["robust"] - ref
+    return {"reference": ref, "margin": margin, "verdict": "on or above" if margin >= 0 else "below"}
+
+
+def _mean(values):
+    return statistics.fmean(values)
+
+
+def _std(values):
+    return statistics.stdev(values) if len(values) > 1 else 0.0

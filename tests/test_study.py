@@ -1,0 +1,121 @@
+"""Variants in a sweep (a method with options), the frontier of robustness per training
+cost, and the `gatfast study` preset that runs the headline study."""
+
+import json
+
+import pytest
+
+from gatfast import cli, train
+from gatfast.evaluation import frontier, study, sweep, variants
+
+FAST_EVAL = ["--attacks", "fgsm,pgd", "--n", "40", "--n-slow", "40", "--pgd-steps", "5", "--sweep", "0.1",
+             "--sweep-steps", "1", "--check-factor", "2", "--check-restarts", "2", "--certified", "ibp",
+             "--no-progress"]
+
+
+def test_a_variant_is_a_method_with_options():
+    v = variants.parse("pgd_at:attack_steps=3")
+    assert (v.method, v.options, v.folder, v.match) == ("pgd_at", (("attack_steps", 3),), "pgd_at_attack_steps-3",
+                                                        None)
+    assert variants.parse("pgd_at").folder == "pgd_at"  # a plain method keeps its folder
+    gat = variants.parse("gat:recipe=paper:generator_width=8")
+    assert gat.config_options() == {**train.RECIPES["paper"], "generator_width": 8, "recipe": "paper"}
+    crown = variants.parse("crown_ibp:model=cert_cnn:epochs=60:eps-warmup=none")
+    assert crown.config_options() == {"model": "cert_cnn", "epochs": 60, "eps_warmup": None}
+    matched = variants.parse("gat:recipe=l2l-3:match=pgd_at")
+    assert (matched.base, matched.match) == ("gat:recipe=l2l-3", "pgd_at")
+
+
+@pytest.mark.parametrize("label,words", [
+    ("nonsense", "unknown method 'nonsense'"), ("pgd_at:steps=3", "'steps' is not an option"),
+    ("pgd_at:attack_steps=x", "attack_steps='x' is not"), ("pgd_at:attack_steps", "is not FIELD=VALUE"),
+    ("gat:seed=1", "'seed' is not an option"), ("gat:match=pgd_at:epochs=3", "match sets the epochs"),
+])
+def test_a_bad_variant_is_refused_by_name(label, words):
+    with pytest.raises(train.ConfigError, match=words):
+        variants.parse(label)
+
+
+def _sweep_spec(methods, first=()):
+    from gatfast.evaluation import suite
+    return sweep.SweepSpec(datasets=("digits",), methods=methods, seeds=(0,), eps={"digits": 0.1},
+                           train_options={"epochs": 2, "train_size": 64}, eval_config=suite.EvalConfig(),
+                           first=first)
+
+
+def test_a_sweep_checks_what_match_needs():
+    with pytest.raises(train.ConfigError, match="its base 'gat' must be in --methods too"):
+        sweep.validate(_sweep_spec(("pgd_at", "gat:match=pgd_at")))
+    with pytest.raises(train.ConfigError, match="'pgd_at' must train before it"):
+        sweep.validate(_sweep_spec(("gat", "pgd_at", "gat:match=pgd_at"), first=("gat", "gat:match=pgd_at")))
+    with pytest.raises(train.ConfigError, match="--methods pgd_at:attack_steps=0: attack-steps must be"):
+        sweep.validate(_sweep_spec(("pgd_at:attack_steps=0",)))
+    with pytest.raises(train.ConfigError, match="epochs must be"):  # the sweep's own option: not the variant's
+        sweep.validate(sweep.SweepSpec(**{**_sweep_spec(("pgd_at:attack_steps=2",)).__dict__,
+                                          "train_options": {"epochs": 0}}))
+    sweep.validate(_sweep_spec(("gat", "pgd_at", "gat:match=pgd_at"), first=("gat", "pgd_at")))
+
+
+@pytest.mark.slow  # five trainings and evaluations, about a minute
+def test_a_sweep_of_variants_trains_each_as_asked_and_reports_the_frontier(tmp_path):
+    out = tmp_path / "sweep"
+    methods = "standard,fgsm_rs,pgd_at:attack_steps=2,pgd_at,standard:match=pgd_at"
+    args = ["sweep", "--datasets", "digits", "--methods", methods, "--seeds", "0", "--eps", "0.1", "--epochs", "2",
+            "--train-size", "64", "--out", str(out)] + FAST_EVAL
+    assert cli.main(args) == 0
+    two = json.loads((out / "digits" / "pgd_at_attack_steps-2" / "seed0" / "config.json").read_text())["config"]
+    assert (two["method"], two["attack_steps"], two["epochs"]) == ("pgd_at", 2, 2)
+    walls = {m: json.loads((out / "digits" / m / "seed0" / "summary.json").read_text())["train_wall_s"]
+             for m in ("standard", "pgd_at")}
+    matched = json.loads((out / "digits" / "standard_match-pgd_at" / "seed0" / "config.json").read_text())["config"]
+    assert matched["epochs"] == max(1, round(2 * walls["pgd_at"] / walls["standard"])) > 2
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["method"]: r for r in report["rows"]}
+    assert rows["pgd_at"]["flops"][0] > rows["pgd_at:attack_steps=2"]["flops"][0] > rows["standard"]["flops"][0]
+    verdicts = {v["label"]: v for v in report["frontier"]["digits"]}
+    assert set(verdicts) == {"standard", "standard:match=pgd_at"}  # the others trace the frontier
+    for v in verdicts.values():
+        assert v["flops"]["verdict"] and v["wall_s"]["verdict"]
+    md = (out / "report.md").read_text()
+    assert "### Robustness per training cost" in md and "| pgd_at:attack_steps=2 |" in md
+    assert (out / "robust_vs_cost.png").stat().st_size > 1000
+
+
+def _row(method, robust, wall, flops, seeds=2):
+    return {"method": method, "worst_case": [robust] * seeds, "clean": [0.98] * seeds, "wall_s": [wall] * seeds,
+            "flops": [flops] * seeds}
+
+
+def test_the_frontier_interpolates_between_the_pgd_at_runs_around_a_cost():
+    rows = [_row("fgsm_rs", 0.50, 100, 1e12), _row("pgd_at:attack_steps=3", 0.70, 300, 3e12),
+            _row("pgd_at", 0.80, 800, 8e12)]
+    points = [frontier.point(r) for r in rows]
+    assert frontier.reference(points, "wall_s", 200) == pytest.approx(0.60)
+    assert frontier.reference(points, "flops", 5.5e12) == pytest.approx(0.75)
+    assert frontier.reference(points, "wall_s", 900) == pytest.approx(0.80)  # past the costliest: its accuracy
+    assert frontier.reference(points, "wall_s", 50) is None
+    verdicts = {v["label"]: v for v in frontier.verdicts(rows + [
+        _row("gat", 0.62, 200, 3e12), _row("trades", 0.40, 50, 0.5e12), _row("cheap", 0.55, 50, 0.5e12)])}
+    assert verdicts["gat"]["wall_s"]["verdict"] == "on or above"            # 0.62 against 0.60
+    assert verdicts["gat"]["wall_s"]["margin"] == pytest.approx(0.02)
+    assert verdicts["gat"]["flops"]["verdict"] == "below"                   # 0.62 against 0.70
+    assert verdicts["trades"]["wall_s"]["verdict"].startswith("undecided")  # cheaper and less robust
+    assert verdicts["cheap"]["wall_s"]["verdict"] == "on or above"          # cheaper and more robust
+
+
+def test_the_study_is_every_defence_headline_first_on_the_whole_test_split():
+    spec = study.spec()
+    sweep.validate(spec)  # every variant of the study is a valid cell on both datasets
+    first, rest = spec.stages()
+    assert {m for _, m, _ in first} == set(study.HEADLINE)
+    assert {"pgd_at:attack_steps=2", "gat:match=pgd_at", "crown_ibp:model=cert_cnn:epochs=60"} <= \
+        {m for _, m, _ in rest}
+    assert spec.seeds == (0, 1, 2) and spec.eval_config.n == spec.eval_config.n_slow == 1000  # mnist5k's split
+    assert "autoattack" in spec.eval_config.attacks
+
+
+def test_study_plan_prints_the_order_and_writes_nothing(tmp_path, capsys):
+    assert cli.main(["study", "--datasets", "digits", "--seeds", "0", "--plan", "--out", str(tmp_path / "s")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("stage 1 (headline): 5 cells") and "digits gat:match=pgd_at seed 0" in err
+    assert not (tmp_path / "s").exists()
