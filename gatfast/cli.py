@@ -272,8 +272,8 @@ def _cmd_study(args) -> int:
     runs.check_folder_or_new(args.out, "--out")
     datasets = _list(args.datasets, str, "--datasets")
     methods = study.VARIANTS if args.methods is None else _list(args.methods, str, "--methods")
-    spec = study.spec(datasets, _list(args.seeds, int, "--seeds"), sweep.parse_eps(args.eps, datasets), args.epochs,
-                      methods)
+    eps = None if args.eps is None else sweep.parse_eps(args.eps, datasets)
+    spec = study.spec(datasets, _list(args.seeds, int, "--seeds"), eps, args.epochs, methods)
     sweep.validate(spec)
     print("\n".join(study.plan(spec)), file=sys.stderr, flush=True)
     if args.plan:
@@ -448,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_help("comma-separated variants, METHOD[:FIELD=VALUE...]", default="the study's "
                               "(gatfast.evaluation.study.VARIANTS)"))
     t.add_argument("--seeds", default="0,1,2", help=_help("comma-separated integers", default="0,1,2"))
-    t.add_argument("--eps", default="0.3", help=_help("one eps for all datasets, or dataset=eps pairs", default=0.3))
+    t.add_argument("--eps", default=None, help=_help("one eps for all datasets, or dataset=eps pairs",
+                                                     default="mnist5k=0.3,digits=0.1"))
     t.add_argument("--epochs", type=int, default=20, help=_help("epochs of every variant that sets none",
                                                                  default=20))
     t.add_argument("--plan", action="store_true", help="print the cells in the order they run, and stop")

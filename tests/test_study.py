@@ -111,6 +111,7 @@ def test_the_study_is_every_defence_headline_first_on_the_whole_test_split():
     assert {"pgd_at:attack_steps=2", "gat:match=pgd_at", "crown_ibp:model=cert_cnn:epochs=60"} <= \
         {m for _, m, _ in rest}
     assert spec.seeds == (0, 1, 2) and spec.eval_config.n == spec.eval_config.n_slow == 1000  # mnist5k's split
+    assert spec.eps == {"mnist5k": 0.3, "digits": 0.1}
     assert "autoattack" in spec.eval_config.attacks
 
 
@@ -119,3 +120,14 @@ def test_study_plan_prints_the_order_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("stage 1 (headline): 5 cells") and "digits gat:match=pgd_at seed 0" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_report_counts_the_flops_of_a_run_trained_before_they_were_recorded(tmp_path):
+    config = train.TrainConfig(dataset="digits", method="standard", eps=0.1, epochs=1, train_size=64,
+                               eval_pgd_steps=0, progress=False)
+    train.train(config, tmp_path, log=lambda *_: None)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    recorded = summary.pop("train_flops")
+    assert recorded > 0 and sweep._flops(tmp_path, summary) == pytest.approx(recorded, rel=1e-9)  # from config.json
+    assert sweep._flops(tmp_path, {**summary, "train_flops": None}) is None          # a failed count stays failed
+    assert sweep._flops(tmp_path, {}) is None                                        # not trained

@@ -23,11 +23,17 @@ VARIANTS = HEADLINE + (
 )
 
 
+# eps per dataset: the issue's 0.3 on mnist5k; 0.1 on the 8x8 digits, as their sweep of
+# 2026-11-27 (README), where 0.3 leaves little of a digit.
+EPS = {"mnist5k": 0.3, "digits": 0.1}
+
+
 def spec(datasets=("mnist5k", "digits"), seeds=(0, 1, 2), eps: dict | None = None, epochs: int = 20,
          methods: tuple = VARIANTS) -> sweep.SweepSpec:
-    """The study's sweep: every variant on every dataset and seed, the suite on all test images."""
+    """The study's sweep: every variant on every dataset and seed, the suite on all test images
+    (eps None: EPS, 0.3 for a dataset it does not name)."""
     sweep.check_datasets(datasets)
-    eps = eps or {d: 0.3 for d in datasets}
+    eps = eps or {d: EPS.get(d, 0.3) for d in datasets}
     test_images = max(len(data.load_dataset(d).test) for d in datasets)
     evaluation = suite.EvalConfig(n=test_images, n_slow=test_images)  # every attack on the whole split
     return sweep.SweepSpec(datasets=tuple(datasets), methods=tuple(methods), seeds=tuple(seeds), eps=eps,

@@ -253,11 +253,14 @@ def collect(out) -> dict:
 
 
 def _flops(folder: Path, summary: dict) -> float | None:
-    """The cell's training FLOPs: from summary.json, or counted from config.json for a run
-    trained before gatfast counted them."""
-    if summary.get("train_flops") is not None or not summary:
+    """The cell's training FLOPs: from summary.json (None where the count failed, its reason
+    beside it), or counted from config.json for a run trained before gatfast counted them."""
+    if "train_flops" in summary or not summary:
         return summary.get("train_flops")
-    return cost.training_flops(train.load_config(folder))["total"]
+    try:
+        return cost.training_flops(train.load_config(folder))["total"]
+    except (RuntimeError, TypeError, ValueError):
+        return None  # the report shows "-" for its cost
 
 
 def report(out) -> dict:
