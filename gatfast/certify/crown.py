@@ -61,26 +61,23 @@ def lower_bounds(model: nn.Module, x: torch.Tensor, eps: float, spec: torch.Tens
     """(CROWN-IBP's lower bound on spec @ model(x'), IBP's) from one IBP pass, the two that
     certified training mixes and verified accuracy takes the larger of; with full=True
     CROWN's in place of CROWN-IBP's. Only lower bounds: neither use needs the upper ones."""
-    checks.tensor(x, "x")
-    ibp.check_spec(spec, x)
-    ball = _ball(x, eps, norm, lo, hi)
-    layers = chain(model)
-    shapes = _shapes(layers, x[:1])
-    out_shape = shapes[len(layers)]
-    intervals = ibp.intervals(layers, *ball)
+    ball, layers, shapes, intervals = _prepare(model, x, eps, norm, lo, hi, spec, spec_required=True)
     interval_lower = _spec_interval(layers, spec, intervals, ball)[0]
     if full:
         intervals = _tighten(layers, shapes, intervals, *ball, MAX_ROWS)
-    spec = spec.reshape(spec.shape[:2] + out_shape)
+    spec = spec.reshape(spec.shape[:2] + shapes[len(layers)])
     return _backward(layers, len(layers), spec, shapes, intervals, ball), interval_lower
 
 
-def _ball(x, eps, norm, lo, hi) -> tuple:
-    """(x, eps, norm, lo, hi), checked."""
-    norm = checks.norm(norm, allow_none=False)
-    eps = checks.nonnegative(eps, "eps")
-    lo, hi = checks.box(lo, hi)
-    return x, eps, norm, lo, hi
+def _prepare(model, x, eps, norm, lo, hi, spec, spec_required: bool = False) -> tuple:
+    """What every pass starts from, after checking the arguments (spec None: none given):
+    the ball (x, eps, norm, lo, hi), the model's chain, its shapes (_shapes) and IBP's intervals."""
+    checks.tensor(x, "x")
+    if spec is not None or spec_required:
+        ibp.check_spec(spec, x)
+    ball = ibp.checked_ball(x, eps, norm, lo, hi)
+    layers = chain(model)
+    return ball, layers, _shapes(layers, x[:1]), ibp.intervals(layers, *ball)
 
 
 def _spec_interval(layers, spec, intervals, ball):
@@ -91,24 +88,17 @@ def _spec_interval(layers, spec, intervals, ball):
     k = len(spec_layers) - 1
     if k not in intervals:  # L2 ball with the spec layer the first weighted one: crossed in closed form
         return ibp.intervals(spec_layers, *ball)[k + 1]
-    low, up = intervals[k]
-    mid, rad = ibp._layer(spec_layers[k], (up + low) / 2, (up - low) / 2)
+    mid, rad = _carry(spec_layers, k, intervals[k])
     return mid - rad, mid + rad
 
 
 def _bounds(model, x, eps, norm, lo, hi, spec, *, full, max_rows=MAX_ROWS):
-    checks.tensor(x, "x")
-    ball = _ball(x, eps, norm, lo, hi)
-    layers = chain(model)
-    shapes = _shapes(layers, x[:1])
+    ball, layers, shapes, intervals = _prepare(model, x, eps, norm, lo, hi, spec)
     out_shape = shapes[len(layers)]
     given = spec is not None
-    if given:
-        ibp.check_spec(spec, x)
-    else:  # every output unit: the identity over the flattened output
+    if not given:  # every output unit: the identity over the flattened output
         spec = torch.eye(_numel(out_shape), dtype=x.dtype, device=x.device).expand(x.shape[0], -1, -1)
     spec = spec.reshape(spec.shape[:2] + out_shape)
-    intervals = ibp.intervals(layers, *ball)
     if full:
         intervals = _tighten(layers, shapes, intervals, *ball, max_rows)
     n = len(layers)

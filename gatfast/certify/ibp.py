@@ -64,11 +64,18 @@ def bounds(model: nn.Module, x: torch.Tensor, eps: float, *, norm: str = "linf",
     """IBP lower and upper bounds on model(x') (or spec @ model(x') when spec of shape
     (N, K, outputs) is given) over every x' with ||x' - x|| <= eps and lo <= x' <= hi."""
     checks.tensor(x, "x")
+    ball = checked_ball(x, eps, norm, lo, hi)
+    layers = with_spec(chain(model), spec, x)
+    return intervals(layers, *ball)[len(layers)]
+
+
+def checked_ball(x: torch.Tensor, eps, norm, lo, hi) -> tuple:
+    """(x, eps, norm, lo, hi) with eps, norm and the box checked and normalised: the ball and
+    box that every bound here and in crown.py is over."""
     norm = checks.norm(norm, allow_none=False)
     eps = checks.nonnegative(eps, "eps")
     lo, hi = checks.box(lo, hi)
-    layers = with_spec(chain(model), spec, x)
-    return intervals(layers, x, eps, norm, lo, hi)[len(layers)]
+    return x, eps, norm, lo, hi
 
 
 def intervals(layers: list[nn.Module], x: torch.Tensor, eps: float, norm: str, lo: float, hi: float) -> dict:
