@@ -13,6 +13,7 @@ given PGD-10's budget" is "gat:match=pgd_at".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ class Variant:
         return {**train.RECIPES[recipe], **options, "recipe": recipe}
 
 
+@functools.cache  # pure, and a sweep asks for its labels' variants wherever it needs them
 def parse(label: str) -> Variant:
     """A variant from "METHOD[:FIELD=VALUE...]", every part checked (ConfigError names it)."""
     label = label.strip()

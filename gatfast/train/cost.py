@@ -36,11 +36,12 @@ from gatfast.train.config import TrainConfig
 COUNT_BATCH = 16  # examples per counted step (the count is linear in the batch)
 
 
-def training_flops(config: TrainConfig, device="cpu") -> dict:
+def training_flops(config: TrainConfig, device="cpu", splits: data.DatasetSplits | None = None) -> dict:
     """{"total": FLOPs of the whole run, "per_epoch": [...], "per_example": FLOPs of one
-    example's step in each epoch, "counted": what the count covers}."""
+    example's step in each epoch, "counted": what the count covers}. `splits`: the run's
+    dataset, when the caller has it loaded (else loaded from the config)."""
     config.validate()
-    ds = data.load_dataset(config.dataset, config.data_root, config.download)
+    ds = splits if splits is not None else data.load_dataset(config.dataset, config.data_root, config.download)
     x, y = ds.train.tensors
     n = min(config.train_size or len(y), len(y))
     # the engine drops the last partial batch under a CUDA graph (one captured shape)

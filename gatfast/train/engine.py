@@ -417,7 +417,7 @@ def _finish(s: _Session, epoch: int, stop_reason: str | None, wall: float, log) 
     if stop_reason and s.procs.main:
         log(stop_reason)
     if s.procs.main:
-        summary.update(_flops(config, s.device, log))
+        summary.update(_flops(config, s.device, s.ds, log))
     if config.eval_pgd_steps and s.procs.main:
         summary["robustness"] = robustness(s.classifier, s.ds, config, s.device, config.progress)
         summary["threat_model"] = (f"white box, test split of {config.dataset} ({len(s.ds.test)} images): "
@@ -427,11 +427,11 @@ def _finish(s: _Session, epoch: int, stop_reason: str | None, wall: float, log) 
     return summary
 
 
-def _flops(config: TrainConfig, device: torch.device, log) -> dict:
+def _flops(config: TrainConfig, device: torch.device, splits: data.DatasetSplits, log) -> dict:
     """The run's training FLOPs (gatfast.train.cost), counted after training on fresh
     networks; a count that fails is reported beside the summary, never instead of it."""
     try:
-        return {"train_flops": cost.training_flops(config, device)["total"]}
+        return {"train_flops": cost.training_flops(config, device, splits)["total"]}
     except (RuntimeError, TypeError, ValueError) as e:
         log(f"training FLOPs not counted: {type(e).__name__}: {e}")
         return {"train_flops": None, "train_flops_error": f"{type(e).__name__}: {e}"}
