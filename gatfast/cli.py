@@ -275,10 +275,13 @@ def _cmd_study(args) -> int:
     eps = None if args.eps is None else sweep.parse_eps(args.eps, datasets)
     spec = study.spec(datasets, _list(args.seeds, int, "--seeds"), eps, args.epochs, methods)
     sweep.validate(spec)
-    print("\n".join(study.plan(spec)), file=sys.stderr, flush=True)
+    print("\n".join(study.plan(spec, evaluate=not args.train_only)), file=sys.stderr, flush=True)
     if args.plan:
         return 0
-    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress)
+    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress, evaluate=not args.train_only)
+    if args.train_only:
+        print(f"trained every cell in {args.out}; the same command without --train-only evaluates them")
+        return 0
     sweep.report(args.out)
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.md, report.json and the plots")
@@ -453,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=20, help=_help("epochs of every variant that sets none",
                                                                  default=20))
     t.add_argument("--plan", action="store_true", help="print the cells in the order they run, and stop")
+    t.add_argument("--train-only", action="store_true",
+                   help="train every cell and evaluate none (training alone on the machine keeps the wall times, "
+                        "a cost axis, clean; evaluations may then share it)")
     t.add_argument("--device", default="auto", help=_DEVICE_HELP)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--out", required=True, help="the study folder (the same command resumes it)")

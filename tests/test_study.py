@@ -131,3 +131,16 @@ def test_the_report_counts_the_flops_of_a_run_trained_before_they_were_recorded(
     assert recorded > 0 and sweep._flops(tmp_path, summary) == pytest.approx(recorded, rel=1e-9)  # from config.json
     assert sweep._flops(tmp_path, {**summary, "train_flops": None}) is None          # a failed count stays failed
     assert sweep._flops(tmp_path, {}) is None                                        # not trained
+
+
+def test_study_train_only_trains_every_cell_and_evaluates_none(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["study", "--datasets", "digits", "--methods", "standard,fgsm_rs", "--seeds", "0,1", "--epochs", "1",
+            "--train-only", "--no-progress", "--out", str(out)]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    assert "stage 1 (headline): 4 cells, trained (--train-only)" in captured.err
+    assert "without --train-only evaluates them" in captured.out
+    trained = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("summary.json"))
+    assert trained == ["digits/fgsm_rs/seed0", "digits/fgsm_rs/seed1", "digits/standard/seed0", "digits/standard/seed1"]
+    assert not list(out.rglob("eval.json")) and not (out / "report.md").exists()

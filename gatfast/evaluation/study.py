@@ -41,11 +41,12 @@ def spec(datasets=("mnist5k", "digits"), seeds=(0, 1, 2), eps: dict | None = Non
                            first=tuple(m for m in HEADLINE if m in methods))
 
 
-def plan(spec: sweep.SweepSpec) -> list[str]:
+def plan(spec: sweep.SweepSpec, evaluate: bool = True) -> list[str]:
     """The cells in the order the study runs them, one line each."""
     lines = []
     names = ("headline", "the rest") if spec.first else ("every cell",)
+    done = "trained, then evaluated" if evaluate else "trained (--train-only)"
     for number, (stage, cells) in enumerate(zip(names, spec.stages()), 1):
-        lines.append(f"stage {number} ({stage}): {len(cells)} cells, trained, then evaluated")
+        lines.append(f"stage {number} ({stage}): {len(cells)} cells, {done}")
         lines.extend(f"  {d} {m} seed {s}" for d, m, s in cells)
     return lines

@@ -32,9 +32,11 @@ class SweepSpec:
     first: tuple = ()               # labels trained and evaluated before the others (a study's headline)
 
     def cells(self):
+        """Every (dataset, method, seed), the methods taking turns within a seed: wall time
+        is a cost axis, and a drift in the machine's speed should hit every method alike."""
         for d in self.datasets:
-            for m in self.methods:
-                for s in self.seeds:
+            for s in self.seeds:
+                for m in self.methods:
                     yield d, m, s
 
     def stages(self) -> list[list[tuple]]:
@@ -153,7 +155,11 @@ def _check_match(variant: variants.Variant, spec: SweepSpec) -> None:
             raise train.ConfigError(f"--methods {variant.label}: {role} {label!r} must train before it")
 
 
-def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> None:
+def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evaluate: bool = True) -> None:
+    """Trains and evaluates every cell, stage by stage, skipping what is done. evaluate=False
+    trains every stage's cells and evaluates none: so that the training wall times, a cost
+    axis of the report, are taken with the machine to themselves, while the evaluations can
+    later share it (one process per subset of --methods, say)."""
     validate(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +176,7 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True) -> Non
         ordered = sorted(stage, key=lambda c: variants.parse(c[1]).match is not None)
         for cell in ordered:
             _train_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", device, log, progress)
-        for cell in stage:
+        for cell in stage if evaluate else ():
             _evaluate_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", resolved, log, progress)
 
 
