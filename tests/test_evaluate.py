@@ -3,6 +3,7 @@ model is caught), the command's files and errors, a sweep that resumes and a rep
 names missing cells."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,7 +174,8 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
     out = tmp_path / "sweep"
     args = ["sweep", "--datasets", "digits", "--methods", "standard,fgsm_rs", "--seeds", "0,1", "--eps", "0.1",
             "--epochs", "2", "--attacks", "fgsm,pgd,transfer", "--out", str(out)] + FAST_ARGS
-    # Interrupt the sweep during the last cell's training: the earlier cells are kept.
+    # Interrupt the sweep during the last cell's training: the earlier cells are kept (a
+    # method's seeds train, then are evaluated, before the next method's).
     real_train, calls = train.train, []
 
     def stop_at_fourth(config, folder, **kw):
@@ -186,7 +188,8 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
     assert cli.main(args) == 130
     assert cli.main(["report", str(out)]) == 0
     text = (out / "report.md").read_text()
-    assert "fgsm_rs / seed 1: not started" in text and "standard / seed 0: evaluation missing" in text
+    assert "fgsm_rs / seed 1: not started" in text and "fgsm_rs / seed 0: evaluation missing" in text
+    assert "standard / seed" not in text  # the first group is done
     # Run again: only the missing cell trains, then every cell is evaluated once.
     calls.clear()
     monkeypatch.setattr(train, "train", lambda config, folder, **kw: calls.append((config.method, config.seed))
@@ -197,7 +200,7 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
                         or real_eval(folder, *a, **kw))
     capsys.readouterr()
     assert cli.main(args) == 0
-    assert calls == [("fgsm_rs", 1)] and len(evaluated) == 4
+    assert calls == [("fgsm_rs", 1)] and len(evaluated) == 2
     report = json.loads((out / "report.json").read_text())
     assert not report["missing"] and {r["method"] for r in report["rows"]} == {"standard", "fgsm_rs"}
     assert all(len(r["clean"]) == 2 for r in report["rows"])
@@ -215,6 +218,39 @@ def test_sweep_resumes_and_report_names_missing_cells(tmp_path, monkeypatch, cap
     evaluated.clear()
     assert cli.main(args) == 0
     assert calls == [] and evaluated == []
+
+
+def test_a_sweep_resumes_on_another_machine_from_its_records_alone(tmp_path, monkeypatch):
+    """A sweep folder copied without its checkpoints (a study outlives the machine): an
+    evaluated cell is kept as it is, a trained but unevaluated one trains again, and the
+    transfer surrogate that is not here trains as a copy, outside the cells."""
+    import shutil
+    out, moved = tmp_path / "here", tmp_path / "elsewhere"
+    args = ["sweep", "--datasets", "digits", "--methods", "standard", "--seeds", "0,1", "--eps", "0.1",
+            "--epochs", "1", "--attacks", "fgsm,transfer", "--out"]
+    real_eval, real_train = evaluate.evaluate_run, train.train
+
+    def stop_at_second(folder, *a, **kw):
+        if folder.name == "seed1":
+            raise KeyboardInterrupt
+        return real_eval(folder, *a, **kw)
+
+    monkeypatch.setattr(evaluate, "evaluate_run", stop_at_second)
+    assert cli.main(args + [str(out)] + FAST_ARGS) == 130
+    shutil.copytree(out, moved, ignore=shutil.ignore_patterns(train.CHECKPOINT))
+    kept = (moved / "digits/standard/seed0/eval.json").read_text()
+    trained = []
+    monkeypatch.setattr(evaluate, "evaluate_run", real_eval)
+    monkeypatch.setattr(train, "train", lambda config, folder, **kw: trained.append(Path(folder).relative_to(moved))
+                        or real_train(config, folder, **kw))
+    assert cli.main(args + [str(moved)] + FAST_ARGS) == 0
+    assert trained == [Path("digits/standard/seed1"), Path(".surrogates/digits/standard/seed0")]
+    assert (moved / "digits/standard/seed0/eval.json").read_text() == kept
+    assert not (moved / "digits/standard/seed0" / train.CHECKPOINT).exists()
+    transfer = json.loads((moved / "digits/standard/seed1/eval.json").read_text())["attacks"]["transfer"]
+    assert 0 <= transfer["accuracy"] <= 1
+    report = json.loads((moved / "report.json").read_text())
+    assert not report["missing"] and report["rows"][0]["seeds"] == [0, 1]
 
 
 def test_sweep_bad_input(tmp_path, capsys):

@@ -42,11 +42,14 @@ def spec(datasets=("mnist5k", "digits"), seeds=(0, 1, 2), eps: dict | None = Non
 
 
 def plan(spec: sweep.SweepSpec, evaluate: bool = True) -> list[str]:
-    """The cells in the order the study runs them, one line each."""
+    """The cells in the order the study runs them, one line each, under their stage."""
     lines = []
     names = ("headline", "the rest") if spec.first else ("every cell",)
-    done = "trained, then evaluated" if evaluate else "trained (--train-only)"
+    done = "each method's seeds trained, then evaluated" if evaluate else "trained (--train-only)"
+    groups = spec.groups()
     for number, (stage, cells) in enumerate(zip(names, spec.stages()), 1):
         lines.append(f"stage {number} ({stage}): {len(cells)} cells, {done}")
-        lines.extend(f"  {d} {m} seed {s}" for d, m, s in cells)
+        for group in groups:
+            if group[0] in cells:
+                lines.extend(f"  {d} {m} seed {s}" for d, m, s in group)
     return lines

@@ -1,11 +1,19 @@
 """`gatfast sweep` and `gatfast report`: every (dataset, method, seed) cell trained and
 evaluated in its own run folder OUT/DATASET/METHOD/seedS, then one report over them.
 
-A sweep can be stopped at any point and started again with the same command: a cell
-with eval.json is done; one with summary.json is trained and only evaluated; one with a
-checkpoint but no summary resumes training from it; the rest start. The transfer attack
-of a cell uses as surrogate the same dataset and method trained with the next seed of
-the sweep (so it needs two seeds or more).
+A sweep can be stopped at any point and started again with the same command, on this
+machine or, from a copy of the folder without its checkpoints, on another: a cell with
+eval.json is done (its record is all a report needs); one with summary.json and its
+checkpoint is trained and only evaluated; one with a checkpoint but no summary resumes
+training from it; one whose record says trained but whose checkpoint is not here (it was
+trained elsewhere, and checkpoints are not copied) trains again; the rest start. The
+transfer attack of a cell uses as surrogate the same dataset and method trained with the
+next seed of the sweep (so it needs two seeds or more); where that cell is evaluated but
+its checkpoint is not here, a copy of it trains under OUT/.surrogates, its record untouched.
+
+Cells run in groups, one (dataset, method) with all its seeds: the group's seeds train,
+then are evaluated. A group finished on one machine leaves nothing a later machine needs
+but the small records, so a study longer than any one machine's life still finishes.
 """
 
 from __future__ import annotations
@@ -32,11 +40,10 @@ class SweepSpec:
     first: tuple = ()               # labels trained and evaluated before the others (a study's headline)
 
     def cells(self):
-        """Every (dataset, method, seed), the methods taking turns within a seed: wall time
-        is a cost axis, and a drift in the machine's speed should hit every method alike."""
+        """Every (dataset, method, seed)."""
         for d in self.datasets:
-            for s in self.seeds:
-                for m in self.methods:
+            for m in self.methods:
+                for s in self.seeds:
                     yield d, m, s
 
     def stages(self) -> list[list[tuple]]:
@@ -44,6 +51,15 @@ class SweepSpec:
         first = [c for c in self.cells() if c[1] in self.first]
         rest = [c for c in self.cells() if c[1] not in self.first]
         return [stage for stage in (first, rest) if stage]
+
+    def groups(self) -> list[list[tuple]]:
+        """The cells in the order they run, one list per (dataset, method): stage by stage,
+        and in a stage the match variants last (they need the wall times of the others)."""
+        ordered = []
+        for stage in self.stages():
+            labels = sorted(dict.fromkeys(m for _, m, _ in stage), key=lambda m: variants.parse(m).match is not None)
+            ordered += [[c for c in stage if c[:2] == (d, m)] for m in labels for d in self.datasets]
+        return [g for g in ordered if g]
 
 
 def cell_dir(out: Path, dataset: str, method: str, seed: int) -> Path:
@@ -167,17 +183,16 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evalua
                                                "seeds": list(spec.seeds), "eps": spec.eps,
                                                "train_options": spec.train_options,
                                                "eval": dataclasses.asdict(spec.eval_config)})
-    cells = [c for stage in spec.stages() for c in stage]
+    cells = [c for group in spec.groups() for c in group]
     number = {c: i for i, c in enumerate(cells, 1)}
     resolved = str(train.resolve_device(device))
-    for stage in spec.stages():
-        # train every cell of the stage first (transfer needs the surrogates; match
-        # variants the cells they match), then evaluate them
-        ordered = sorted(stage, key=lambda c: variants.parse(c[1]).match is not None)
-        for cell in ordered:
+    for group in spec.groups():
+        # the group's seeds train first (each one's transfer surrogate is another seed),
+        # each alone on the machine (wall time is a cost axis), then are evaluated
+        for cell in group:
             _train_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", device, log, progress)
-        for cell in stage if evaluate else ():
-            _evaluate_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", resolved, log, progress)
+        for cell in group if evaluate else ():
+            _evaluate_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", resolved, device, log, progress)
 
 
 def _done(out, cell, tag, marker: str, state: str, log) -> bool:
@@ -190,19 +205,27 @@ def _done(out, cell, tag, marker: str, state: str, log) -> bool:
 
 
 def _train_cell(spec, out, cell, tag, device, log, progress) -> None:
-    if _done(out, cell, tag, "summary.json", "trained", log):
-        return
+    if _done(out, cell, tag, "eval.json", "evaluated", log):
+        return  # its record is final: a report needs no more, nor does its model
     d, m, s = cell
     folder = cell_dir(out, d, m, s)
-    resume = (folder / train.CHECKPOINT).is_file()
+    has_model = (folder / train.CHECKPOINT).is_file()
+    if (folder / "summary.json").is_file():
+        if has_model:
+            log(f"{tag} {d} {m} seed {s}: trained")
+            return
+        # trained on a machine that is gone: the record alone cannot be evaluated
+        log(f"{tag} {d} {m} seed {s}: its checkpoint is not here (trained elsewhere): training again")
+        for stale in ("summary.json", "log.jsonl"):
+            (folder / stale).unlink(missing_ok=True)
     epochs = matched_epochs(out, spec, d, m, s) if variants.parse(m).match is not None else None
-    log(f"{tag} {d} {m} seed {s}: {'resuming' if resume else 'training'}"
+    log(f"{tag} {d} {m} seed {s}: {'resuming' if has_model else 'training'}"
         + (f" ({epochs} epochs: the wall time of {variants.parse(m).match})" if epochs else ""))
     config = dataclasses.replace(cell_config(spec, d, m, s, epochs), device=device, progress=progress)
-    train.train(config, folder, resume=resume, log=log)
+    train.train(config, folder, resume=has_model, log=log)
 
 
-def _evaluate_cell(spec, out, cell, tag, device, log, progress) -> None:
+def _evaluate_cell(spec, out, cell, tag, resolved, device, log, progress) -> None:
     if _done(out, cell, tag, "eval.json", "evaluated", log):
         return
     d, m, s = cell
@@ -211,12 +234,27 @@ def _evaluate_cell(spec, out, cell, tag, device, log, progress) -> None:
     surrogate = None
     if len(spec.seeds) > 1:
         other = spec.seeds[(spec.seeds.index(s) + 1) % len(spec.seeds)]
-        surrogate = cell_dir(out, d, m, other)
-    report = suite.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=device,
+        surrogate = _surrogate(out, (d, m, other), device, log, progress)
+    report = suite.evaluate_run(folder, spec.eval_config, surrogate_dir=surrogate, device=resolved,
                                 progress=progress, log=log)
     failed = [c["name"] for c in report["checks"] if c["passed"] is False]
     if failed:
         log(f"  sanity checks FAILED: {', '.join(failed)} (see {folder / 'eval.json'})")
+
+
+def _surrogate(out, cell, device, log, progress) -> Path:
+    """The folder of a trained model of `cell` for the transfer attack: the cell's own, or,
+    where the cell was evaluated elsewhere and its checkpoint is not here, a copy trained
+    from its config.json under OUT/.surrogates (not a cell: nothing of it is reported)."""
+    own = cell_dir(out, *cell)
+    if (own / train.CHECKPOINT).is_file():
+        return own
+    copy = Path(out) / ".surrogates" / own.relative_to(out)
+    if not (copy / "summary.json").is_file():
+        log(f"  the surrogate {cell[1]} seed {cell[2]} was trained elsewhere: training a copy in {copy}")
+        config = dataclasses.replace(train.load_config(own), device=device, progress=progress)
+        train.train(config, copy, resume=(copy / train.CHECKPOINT).is_file(), log=log)
+    return copy
 
 
 # ---- report ------------------------------------------------------------------------------
