@@ -3,6 +3,7 @@ non-finite guard, load_run, bad configuration, every method learning."""
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,8 @@ def test_run_folder_records_everything(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["method"] == "gat" and config["environment"]["torch"] == torch.__version__
     assert "build" in config["environment"] and config["environment"]["device"] == "cpu"
+    if Path("/proc/cpuinfo").is_file():  # the machine's name, where wall times of many machines meet
+        assert config["environment"]["cpu_model"] in Path("/proc/cpuinfo").read_text()
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert {"loss_classifier", "loss_generator", "acc_clean", "acc_adv", "lr", "eps", "wall_s"} <= set(lines[0])

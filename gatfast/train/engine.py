@@ -57,8 +57,19 @@ def environment(device: torch.device) -> dict:
         env["gpu"] = torch.cuda.get_device_name(device)
     else:
         env["cpu"] = platform.processor() or platform.machine()
+        env["cpu_model"] = _cpu_model()
         env["threads"] = torch.get_num_threads()
     return env
+
+
+def _cpu_model() -> str | None:
+    """The processor's name (Linux's /proc/cpuinfo), so that wall times taken on different
+    machines, as a study's that outlives one machine are, say what they ran on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
 
 # ---- the loop ----------------------------------------------------------------------------------
 
