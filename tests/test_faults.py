@@ -207,7 +207,7 @@ def test_a_full_disk_while_writing_eval_json_leaves_no_half_file(run, monkeypatc
 def test_a_generator_that_emits_nan_stops_training_and_saves_no_nan(tmp_path, monkeypatch):
     from gatfast.gat import generators
     forward, calls = generators.PerturbationGenerator.forward, []
-    calls_per_epoch = 4 * 2  # 4 steps, each applying the generator generator_steps = 2 times
+    calls_per_epoch = 4 * TrainConfig().generator_steps  # 4 steps, each applying the generator so often
 
     def nan_from_epoch_two(self, *args):
         out = forward(self, *args)

@@ -266,7 +266,9 @@ def test_recipes_set_the_gat_options_and_explicit_options_win():
     assert (paper.method, paper.generator_input, paper.generator_steps, paper.recipe) == ("gat", "grad", 1, "paper")
     assert TrainConfig.from_recipe("paper", generator_steps=3).generator_steps == 3
     default = TrainConfig()
-    assert all(getattr(default, k) == v for k, v in train.RECIPES["l2l"].items())  # the default is l2l
+    assert train.DEFAULT_RECIPE == "l2l-3"
+    assert all(getattr(default, k) == v for k, v in train.RECIPES["l2l-3"].items())  # the default is l2l-3
+    assert (TrainConfig.from_recipe("l2l").generator_steps, TrainConfig.from_recipe("l2l").alpha) == (2, 0.5)
     with pytest.raises(ConfigError, match="unknown recipe 'fancy'"):
         TrainConfig.from_recipe("fancy")
 

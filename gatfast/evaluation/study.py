@@ -19,7 +19,7 @@ from gatfast.train import data
 HEADLINE = ("standard", "gat", "fgsm_rs", "pgd_at", "trades")
 VARIANTS = HEADLINE + (
     "pgd_at:attack_steps=2", "pgd_at:attack_steps=3", "pgd_at:attack_steps=5",   # the frontier's other points
-    "gat:recipe=paper", "gat:recipe=l2l-3",                                      # gat is the l2l recipe
+    "gat:recipe=paper", "gat:recipe=l2l",                                        # gat is the l2l-3 recipe
     "gat:match=pgd_at",                                                          # GAT with PGD-10's wall time
     "crown_ibp:model=cert_cnn:epochs=60",                                        # the certified baseline
 )
