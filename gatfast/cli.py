@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import typing
 from pathlib import Path
@@ -269,6 +270,8 @@ def _cmd_sweep(args) -> int:
 def _cmd_study(args) -> int:
     from gatfast.evaluation import study, sweep
     train_mod.resolve_device(args.device)
+    if args.stop_after is not None and not (math.isfinite(args.stop_after) and args.stop_after > 0):
+        raise train_mod.ConfigError(f"--stop-after must be a positive number of hours, got {args.stop_after}")
     runs.check_folder_or_new(args.out, "--out")
     datasets = _list(args.datasets, str, "--datasets")
     methods = study.VARIANTS if args.methods is None else _list(args.methods, str, "--methods")
@@ -278,7 +281,14 @@ def _cmd_study(args) -> int:
     print("\n".join(study.plan(spec, evaluate=not args.train_only)), file=sys.stderr, flush=True)
     if args.plan:
         return 0
-    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress, evaluate=not args.train_only)
+    finished = sweep.run(spec, args.out, device=args.device, progress=not args.no_progress,
+                         evaluate=not args.train_only,
+                         stop_after_s=None if args.stop_after is None else 3600 * args.stop_after)
+    if not finished:
+        result = sweep.report(args.out)
+        print(f"stopped at the time limit with {len(result['missing'])} cells to go; wrote {args.out}/report.md "
+              "over the cells done; the same command goes on")
+        return 0
     if args.train_only:
         print(f"trained every cell in {args.out}; the same command without --train-only evaluates them")
         return 0
@@ -459,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-only", action="store_true",
                    help="train every cell and evaluate none (training alone on the machine keeps the wall times, "
                         "a cost axis, clean; evaluations may then share it)")
+    t.add_argument("--stop-after", type=float, default=None,
+                   help=_help("hours after which no training or evaluation starts (what runs finishes): for a "
+                              "machine or job with a time limit; the same command goes on", default="none"))
     t.add_argument("--device", default="auto", help=_DEVICE_HELP)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--out", required=True, help="the study folder (the same command resumes it)")

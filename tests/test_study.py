@@ -144,3 +144,21 @@ def test_study_train_only_trains_every_cell_and_evaluates_none(tmp_path, capsys)
     trained = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("summary.json"))
     assert trained == ["digits/fgsm_rs/seed0", "digits/fgsm_rs/seed1", "digits/standard/seed0", "digits/standard/seed1"]
     assert not list(out.rglob("eval.json")) and not (out / "report.md").exists()
+
+
+def test_a_study_with_a_time_limit_starts_nothing_after_it_and_goes_on_later(tmp_path, monkeypatch, capsys):
+    """--stop-after: for a machine or job whose time runs out. The clock here moves an hour
+    at each look: with 1.5 hours, the first cell trains and nothing else starts."""
+    hours = iter(range(1000))
+    monkeypatch.setattr(sweep, "_clock", lambda: 3600.0 * next(hours))
+    out = tmp_path / "s"
+    args = ["study", "--datasets", "digits", "--methods", "standard", "--seeds", "0,1", "--epochs", "1",
+            "--train-only", "--no-progress", "--out", str(out)]
+    assert cli.main(args + ["--stop-after", "1.5"]) == 0
+    captured = capsys.readouterr()
+    assert "digits standard seed 1: not trained: the time limit (1.5 h) has passed" in captured.out
+    assert "stopped at the time limit with 2 cells to go" in captured.out
+    assert [p.parent.name for p in out.rglob("summary.json")] == ["seed0"]
+    assert cli.main(args) == 0  # no limit: the rest
+    assert "digits standard seed 0: trained" in capsys.readouterr().out
+    assert sorted(p.parent.name for p in out.rglob("summary.json")) == ["seed0", "seed1"]

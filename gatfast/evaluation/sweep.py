@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
+import time
 from pathlib import Path
 
 from gatfast import train
@@ -171,11 +172,16 @@ def _check_match(variant: variants.Variant, spec: SweepSpec) -> None:
             raise train.ConfigError(f"--methods {variant.label}: {role} {label!r} must train before it")
 
 
-def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evaluate: bool = True) -> None:
-    """Trains and evaluates every cell, stage by stage, skipping what is done. evaluate=False
-    trains every stage's cells and evaluates none: so that the training wall times, a cost
-    axis of the report, are taken with the machine to themselves, while the evaluations can
-    later share it (one process per subset of --methods, say)."""
+_clock = time.monotonic  # the time limit's clock (a test moves it)
+
+
+def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evaluate: bool = True,
+        stop_after_s: float | None = None) -> bool:
+    """Trains and evaluates every cell, group by group, skipping what is done; True when
+    every cell is done. evaluate=False trains every cell and evaluates none (for a machine
+    whose evaluations will share it). stop_after_s: start no training or evaluation after
+    so many seconds (a machine's or a job's time running out): what runs then finishes,
+    nothing is cut off half-way, and the same call goes on later."""
     validate(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,13 +192,28 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evalua
     cells = [c for group in spec.groups() for c in group]
     number = {c: i for i, c in enumerate(cells, 1)}
     resolved = str(train.resolve_device(device))
+    started = _clock()
+
+    def time_is_up(cell, what) -> bool:
+        if stop_after_s is None or _clock() - started < stop_after_s:
+            return False
+        d, m, s = cell
+        log(f"[{number[cell]}/{len(cells)}] {d} {m} seed {s}: not {what}: the time limit "
+            f"({stop_after_s / 3600:g} h) has passed; the same command goes on from here")
+        return True
+
     for group in spec.groups():
         # the group's seeds train first (each one's transfer surrogate is another seed),
         # each alone on the machine (wall time is a cost axis), then are evaluated
         for cell in group:
+            if time_is_up(cell, "trained"):
+                return False
             _train_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", device, log, progress)
         for cell in group if evaluate else ():
+            if time_is_up(cell, "evaluated"):
+                return False
             _evaluate_cell(spec, out, cell, f"[{number[cell]}/{len(cells)}]", resolved, device, log, progress)
+    return True
 
 
 def _done(out, cell, tag, marker: str, state: str, log) -> bool:
