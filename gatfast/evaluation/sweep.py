@@ -189,7 +189,8 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evalua
                                                "seeds": list(spec.seeds), "eps": spec.eps,
                                                "train_options": spec.train_options,
                                                "eval": dataclasses.asdict(spec.eval_config)})
-    cells = [c for group in spec.groups() for c in group]
+    groups = spec.groups()
+    cells = [c for group in groups for c in group]
     number = {c: i for i, c in enumerate(cells, 1)}
     resolved = str(train.resolve_device(device))
     started = _clock()
@@ -202,7 +203,7 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evalua
             f"({stop_after_s / 3600:g} h) has passed; the same command goes on from here")
         return True
 
-    for group in spec.groups():
+    for group in groups:
         # the group's seeds train first (each one's transfer surrogate is another seed),
         # each alone on the machine (wall time is a cost axis), then are evaluated
         for cell in group:

@@ -6,5 +6,5 @@ from gatfast.train.config import DEFAULT_RECIPE, RECIPES, ConfigError, TrainConf
 from gatfast.train.engine import TrainingStopped, accuracy, train
 from gatfast.train.runs import CHECKPOINT, Run, load_config, load_run
 
-__all__ = ["CHECKPOINT", "DEFAULT_RECIPE", "RECIPES", "ConfigError", "Run", "TrainConfig", "TrainingStopped", "accuracy", "load_config",
-           "load_run", "resolve_device", "train"]
+__all__ = ["CHECKPOINT", "DEFAULT_RECIPE", "RECIPES", "ConfigError", "Run", "TrainConfig", "TrainingStopped",
+           "accuracy", "load_config", "load_run", "resolve_device", "train"]
