@@ -3,9 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from gatfast import cli
 from gatfast.bench import step as bench
+from gatfast.bench import timing
 
 
 def test_bench_writes_a_table_with_ratios(tmp_path):
@@ -102,3 +104,13 @@ def test_torchattacks_autoattack_at_100_steps_is_built_from_public_classes():
     assert aa.attacks[2].multi_targeted and all(a.eps == 0.3 for a in aa.attacks)
     shipped = bench_pgd._torchattacks_autoattack(model, 0.3, "linf", 10, None)
     assert isinstance(shipped, torchattacks.AutoAttack)
+
+
+def test_provenance_names_the_gpu(monkeypatch):
+    # a GPU result must say which GPU: asked of torch.cuda (stubbed here, the CPU has none)
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: asked.append(d) or "NVIDIA H100 80GB HBM3")
+    gpu = torch.device("cuda", 0)
+    assert timing.device_name(gpu) == "NVIDIA H100 80GB HBM3"
+    assert asked == [gpu]
+    assert timing.device_name(torch.device("cpu")).startswith("cpu (")

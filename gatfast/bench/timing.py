@@ -32,7 +32,7 @@ def save(result: dict, markdown: list[str], out_dir: Path, stem: str, device) ->
 def device_name(device) -> str:
     """The GPU's name, or the CPU's model and the threads torch uses."""
     if device.type == "cuda":
-        return torch.cuda.getdevice_name(device)
+        return torch.cuda.get_device_name(device)
     return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
