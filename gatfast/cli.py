@@ -282,7 +282,7 @@ def _cmd_study(args) -> int:
     if args.plan:
         return 0
     finished = sweep.run(spec, args.out, device=args.device, progress=not args.no_progress,
-                         evaluate=not args.train_only,
+                         evaluate=not args.train_only, retime=args.retime,
                          stop_after_s=None if args.stop_after is None else 3600 * args.stop_after)
     if not finished:
         result = sweep.report(args.out)
@@ -467,8 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  default=20))
     t.add_argument("--plan", action="store_true", help="print the cells in the order they run, and stop")
     t.add_argument("--train-only", action="store_true",
-                   help="train every cell and evaluate none (training alone on the machine keeps the wall times, "
-                        "a cost axis, clean; evaluations may then share it)")
+                   help="train every cell and evaluate none (the evaluations may then share the machine)")
+    t.add_argument("--retime", action="store_true",
+                   help="time every variant's steps again on this machine, in turns (the wall-time axis, "
+                        "OUT/timing.json; the study times them once, at its start, alone on the machine)")
     t.add_argument("--stop-after", type=float, default=None,
                    help=_help("hours after which no training or evaluation starts (what runs finishes): for a "
                               "machine or job with a time limit; the same command goes on", default="none"))

@@ -249,7 +249,7 @@ def _forms(name: str) -> set[str]:
     return {name, bare, bare.replace("-", "_")} if name.startswith("--") else {name}
 
 
-CANNOT_BE_WRONG = {"--no-progress", "--download", "--train-only"}  # switches with no bad combination
+CANNOT_BE_WRONG = {"--no-progress", "--download", "--train-only", "--retime"}  # switches with no bad combination
 
 
 def test_every_flag_is_walked():

@@ -1,10 +1,12 @@
-"""gatfast.train.cost: training FLOPs, the cost measure that holds on any hardware.
+"""gatfast.train.cost: training FLOPs, the cost measure that holds on any hardware, and
+training seconds on one machine, the configs' steps timed in turns.
 
 The count must agree with torch's FlopCounterMode where that works, grow by the same
 amount with each attack step, scale with the data, follow a method's phases, include what
 a method does after each epoch, and land in every run's summary.json."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -94,3 +96,71 @@ def test_every_run_records_its_training_flops(tmp_path):
     train.train(config, tmp_path, log=lambda *_: None)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["train_flops"] == pytest.approx(cost.training_flops(config)["total"], rel=1e-9)
+
+
+class _SleepingMethod:
+    """A method whose step takes a known time (more once eps passes 0.2: a second phase)
+    and whose epoch's end takes another; it writes down who ran, in order."""
+
+    def __init__(self, name, step_s, end_s, calls):
+        self.name, self.step_s, self.end_s, self.calls, self.eps = name, step_s, end_s, calls, 0.0
+
+    def modules(self):
+        return {}
+
+    def set_eps(self, eps):
+        self.eps = eps
+
+    def cost_key(self):
+        return self.eps > 0.2
+
+    def step(self, x, y):
+        self.calls.append(self.name)
+        time.sleep(self.step_s * (2 if self.cost_key() else 1))
+
+    def end_epoch(self, epoch):
+        time.sleep(self.end_s)
+
+
+def test_training_seconds_times_each_phase_and_scales_it_to_the_schedule(monkeypatch):
+    calls = []
+    sleeps = {"standard": (0.02, 0.03), "pgd_at": (0.05, 0.0)}
+    monkeypatch.setattr(cost, "build_method",
+                        lambda config, *a: _SleepingMethod(config.method, *sleeps[config.method], calls))
+    # 100 training images at batch 32: 3.125 steps an epoch. eps ramps from 0 to 0.3 over
+    # 2 epochs: epoch 1's midpoint is at eps 0.075 (phase one), the others past 0.2 (two)
+    configs = {name: _config(name, epochs=4, train_size=100, batch_size=32, eps_warmup=2.0) for name in sleeps}
+    timed = cost.training_seconds(configs, rounds=3, steps=2, warmup=1)
+    for name, (step, end) in sleeps.items():
+        t = timed[name]
+        assert t["steps_per_epoch"] == pytest.approx(100 / 32)
+        assert set(t["step_s"]) == {"False", "True"}
+        assert t["step_s"]["False"] == pytest.approx(step, rel=0.5)       # sleeps overshoot, never undershoot
+        assert t["step_s"]["True"] == pytest.approx(2 * step, rel=0.5)
+        assert t["end_s"] == pytest.approx(end, abs=0.015)
+        expected = [100 / 32 * t["step_s"][p] + t["end_s"] for p in ("False", "True", "True", "True")]
+        assert t["epoch_s"] == pytest.approx(expected) and t["total_s"] == pytest.approx(sum(expected))
+    # warm-up (1 step per phase), then 3 rounds in which the two take turns, phase by phase
+    assert calls == ["standard"] * 2 + ["pgd_at"] * 2 + (["standard"] * 4 + ["pgd_at"] * 4) * 3
+
+
+def test_training_seconds_times_a_real_step_as_the_engine_runs_it(tmp_path):
+    config = _config("standard", epochs=1, train_size=256, batch_size=64, eps_warmup=0.0)
+    timed = cost.training_seconds({"standard": config, "pgd_at": _config("pgd_at", epochs=1, train_size=256,
+                                                                         batch_size=64, eps_warmup=0.0,
+                                                                         attack_steps=5)},
+                                  rounds=2, steps=2)
+    # five attack steps (a forward and a backward each) cost a multiple of one plain step
+    assert timed["pgd_at"]["step_s"]["None"] > 2 * timed["standard"]["step_s"]["None"] > 0
+    assert timed["standard"]["epoch_s"] == pytest.approx([4 * timed["standard"]["step_s"]["None"]
+                                                          + timed["standard"]["end_s"]])
+
+
+@pytest.mark.parametrize("options,words", [({"rounds": 0}, "rounds must be an integer >= 1"),
+                                           ({"steps": 1.5}, "steps must be an integer >= 1"),
+                                           ({"warmup": -1}, "warmup must be an integer >= 0")])
+def test_training_seconds_refuses_bad_arguments_by_name(options, words):
+    with pytest.raises(ValueError, match=words):
+        cost.training_seconds({"standard": _config()}, **options)
+    with pytest.raises(ValueError, match="configs is empty"):
+        cost.training_seconds({})

@@ -144,6 +144,41 @@ def test_study_train_only_trains_every_cell_and_evaluates_none(tmp_path, capsys)
     trained = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("summary.json"))
     assert trained == ["digits/fgsm_rs/seed0", "digits/fgsm_rs/seed1", "digits/standard/seed0", "digits/standard/seed1"]
     assert not list(out.rglob("eval.json")) and not (out / "report.md").exists()
+    # the wall-time axis: both variants' steps timed in turns before any cell trained
+    timing = json.loads((out / "timing.json").read_text())
+    assert set(timing["cells"]) == {"digits/standard", "digits/fgsm_rs"}
+    assert captured.out.index("timing the steps of 2 variants") < captured.out.index("digits standard seed 0: training")
+    for cell in timing["cells"].values():
+        assert len(cell["epoch_s"]) == 1 and cell["total_s"] > 0
+    assert timing["environment"]["device"] == "cpu" and timing["rounds"] == 5
+    assert cli.main(args) == 0 and "timing the steps" not in capsys.readouterr().out  # timed once
+    assert cli.main(args + ["--retime"]) == 0 and "timing the steps of 2" in capsys.readouterr().out
+
+
+def _timing(**totals):
+    return {"date": "2026-12-02", "rounds": 5, "steps": 3,
+            "environment": {"cpu_model": "Test CPU", "threads": 2},
+            "cells": {label: {"epoch_s": [total / 2, total / 2], "total_s": total} for label, total in totals.items()}}
+
+
+def test_a_timed_sweep_takes_its_wall_times_and_matched_epochs_from_the_timing_pass(tmp_path):
+    timing = _timing(**{"digits/gat": 100.0, "digits/pgd_at": 250.0})
+    (tmp_path / "timing.json").write_text(json.dumps(timing))
+    spec = _sweep_spec(("gat", "pgd_at", "gat:match=pgd_at"), first=("gat", "pgd_at"))
+    assert sweep.matched_epochs(tmp_path, spec, "digits", "gat:match=pgd_at", 0) == 5  # 2 epochs x 250 / 100
+    assert sweep.timed_labels(spec) == ["digits/gat", "digits/pgd_at"]  # a match variant's steps are its base's
+    assert sweep.timed_wall(timing, "digits", "pgd_at", 2) == 250.0
+    assert sweep.timed_wall(timing, "digits", "pgd_at", 1) == 125.0       # stopped after one epoch
+    assert sweep.timed_wall(timing, "digits", "gat:match=pgd_at", 5) == 250.0  # gat's epochs, five of them
+    assert sweep.timed_wall(timing, "digits", "trades", 2) is None      # not timed
+    assert sweep.timed_wall(None, "digits", "gat", 2) is None
+    group = [{"epochs": 2, "wall_s": 700.0}, {"epochs": 2, "wall_s": 390.0}]  # as run: two machines
+    assert sweep._walls(timing, "digits", "gat", group) == [100.0, 100.0]
+    assert sweep._walls(None, "digits", "gat", group) == [700.0, 390.0]
+    rows = [{"machines": ["AMD EPYC, 2 threads", "Intel Xeon, 2 threads"]}]
+    assert sweep._wall_basis(timing, rows).startswith("Wall times are the timing pass's (Test CPU, 2 threads, ")
+    assert "compare methods only where the cells trained on one machine" in sweep._wall_basis(None, rows)
+    assert "trained on AMD EPYC, 2 threads; Intel Xeon" in sweep._wall_basis(None, rows)
 
 
 def test_a_study_with_a_time_limit_starts_nothing_after_it_and_goes_on_later(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,8 @@ one-step end). A user asks which defence gives the most robustness for a budget;
 defence on or above that curve answers "this one", below it "PGD-AT with fewer steps".
 
 A point is a variant's mean over seeds of its worst-case robust accuracy and of its cost,
-by two measures: wall time on the machine that trained it, and training FLOPs
+by two measures: wall time (a timed sweep's timing pass, every variant on one machine; else
+each cell's own, which compare only within one machine) and training FLOPs
 (gatfast.train.cost), which hold on any hardware. The frontier's value at a cost is the
 linear interpolation between the PGD-AT runs nearest below and above it; past the
 costliest run it is that run's accuracy, and below the cheapest there is none (a point

@@ -2,7 +2,10 @@
 stopped. Every defence a user could pick for a budget, on the same engine, data, model,
 optimiser and schedule, three seeds each, evaluated with the whole suite (AutoAttack and
 the per-image worst case included) on the whole test split, then reported with the
-frontier of robustness per training cost (gatfast.evaluation.frontier).
+frontier of robustness per training cost (gatfast.evaluation.frontier). Its wall-time
+axis comes from one timing pass on one machine (OUT/timing.json, gatfast.train.cost.
+training_seconds) at its start, so that cells trained on different machines, as a study
+that outlives one machine's life is, still compare; the FLOPs axis holds anywhere.
 
 The headline cells (standard, fgsm_rs, pgd_at, trades, gat) train and are evaluated first,
 so a study stopped early still answers the main question; the other PGD-AT step counts,
@@ -40,7 +43,7 @@ def spec(datasets=("mnist5k", "digits"), seeds=(0, 1, 2), eps: dict | None = Non
     evaluation = suite.EvalConfig(n=test_images, n_slow=test_images)  # every attack on the whole split
     return sweep.SweepSpec(datasets=tuple(datasets), methods=tuple(methods), seeds=tuple(seeds), eps=eps,
                            train_options={"epochs": epochs}, eval_config=evaluation,
-                           first=tuple(m for m in HEADLINE if m in methods))
+                           first=tuple(m for m in HEADLINE if m in methods), timed=True)
 
 
 def plan(spec: sweep.SweepSpec, evaluate: bool = True) -> list[str]:

@@ -13,12 +13,17 @@ its checkpoint is not here, a copy of it trains under OUT/.surrogates, its recor
 
 Cells run in groups, one (dataset, method) with all its seeds: the group's seeds train,
 then are evaluated. A group finished on one machine leaves nothing a later machine needs
-but the small records, so a study longer than any one machine's life still finishes.
+but the small records, so a study longer than any one machine's life still finishes. Its
+cells then train on machines of different speeds: a timed sweep (the study's) first times
+every method's steps in turns on one machine (gatfast.train.cost.training_seconds,
+OUT/timing.json), and its report's wall-time axis comes from there, each cell's own wall
+time beside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import statistics
 import time
@@ -27,7 +32,7 @@ from pathlib import Path
 from gatfast import train
 from gatfast.evaluation import frontier, plots, suite, variants
 from gatfast.ops import checks
-from gatfast.train import cost, data, runs
+from gatfast.train import cost, data, engine, runs
 
 
 @dataclasses.dataclass
@@ -39,6 +44,7 @@ class SweepSpec:
     train_options: dict             # extra TrainConfig fields for every cell
     eval_config: suite.EvalConfig
     first: tuple = ()               # labels trained and evaluated before the others (a study's headline)
+    timed: bool = False             # time every method's steps on one machine first (OUT/timing.json)
 
     def cells(self):
         """Every (dataset, method, seed)."""
@@ -98,15 +104,20 @@ def cell_config(spec: SweepSpec, dataset: str, method: str, seed: int, epochs: i
 
 def matched_epochs(out: Path, spec: SweepSpec, dataset: str, method: str, seed: int) -> int:
     """A match variant's epochs: its base's, scaled by the wall time of the cell it matches
-    over its base's (both trained, same dataset and seed), at least 1."""
+    over its base's, at least 1: the timed ones of OUT/timing.json where the sweep has them
+    (one machine's), else those of the two cells as trained (same dataset and seed)."""
     variant = variants.parse(method)
+    base_epochs = cell_config(spec, dataset, variant.base, seed).epochs
+    timed = load_timing(out)
+    if timed and all(f"{dataset}/{label}" in timed["cells"] for label in (variant.base, variant.match)):
+        total = {label: timed["cells"][f"{dataset}/{label}"]["total_s"] for label in (variant.base, variant.match)}
+        return max(1, round(base_epochs * total[variant.match] / total[variant.base]))
     walls = {}
     for label in (variant.base, variant.match):
         summary = cell_dir(out, dataset, label, seed) / "summary.json"
         if not summary.is_file():
             raise train.ConfigError(f"{method} on {dataset} seed {seed} needs {label} trained first")
         walls[label] = json.loads(summary.read_text())["train_wall_s"]
-    base_epochs = cell_config(spec, dataset, variant.base, seed).epochs
     return max(1, round(base_epochs * walls[variant.match] / walls[variant.base]))
 
 
@@ -175,13 +186,50 @@ def _check_match(variant: variants.Variant, spec: SweepSpec) -> None:
 _clock = time.monotonic  # the time limit's clock (a test moves it)
 
 
+TIMING = "timing.json"
+
+
+def load_timing(out) -> dict | None:
+    """OUT/timing.json, or None where the sweep was not timed."""
+    path = Path(out) / TIMING
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def timed_labels(spec: SweepSpec) -> list[str]:
+    """The DATASET/METHOD of every variant a timing pass times: a match variant's steps are
+    its base's, so it needs none of its own."""
+    return [f"{d}/{m}" for d in spec.datasets for m in spec.methods if variants.parse(m).match is None]
+
+
+def measure_timing(spec: SweepSpec, out, *, device="auto", log=print, rounds: int = 5, steps: int = 3) -> dict:
+    """Times every variant's steps and epoch's end in turns on this machine, in one run,
+    and writes OUT/timing.json (with the machine and the date)."""
+    labels = timed_labels(spec)
+    configs = {}
+    for label in labels:
+        d, m = label.split("/", 1)
+        configs[label] = dataclasses.replace(cell_config(spec, d, m, spec.seeds[0]), device=device, progress=False)
+    log(f"timing the steps of {len(labels)} variants in turns ({rounds} rounds of {steps} steps each), "
+        "for the wall-time axis: nothing else should run now")
+    cells = cost.training_seconds(configs, rounds=rounds, steps=steps, log=log)
+    timing = {"date": datetime.date.today().isoformat(),
+              "environment": engine.environment(train.resolve_device(device)),
+              "rounds": rounds, "steps": steps,
+              "statistic": "median over rounds of a step's seconds, the variants taking turns, scaled to the "
+                           "schedule (epoch_s); checkpoint writes and logging not timed",
+              "cells": cells}
+    runs.write_json(Path(out) / TIMING, timing)
+    return timing
+
+
 def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evaluate: bool = True,
-        stop_after_s: float | None = None) -> bool:
+        stop_after_s: float | None = None, retime: bool = False) -> bool:
     """Trains and evaluates every cell, group by group, skipping what is done; True when
     every cell is done. evaluate=False trains every cell and evaluates none (for a machine
     whose evaluations will share it). stop_after_s: start no training or evaluation after
     so many seconds (a machine's or a job's time running out): what runs then finishes,
-    nothing is cut off half-way, and the same call goes on later."""
+    nothing is cut off half-way, and the same call goes on later. A timed spec times its
+    variants first where OUT/timing.json lacks one of them, or `retime` asks."""
     validate(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,6 +242,9 @@ def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evalua
     number = {c: i for i, c in enumerate(cells, 1)}
     resolved = str(train.resolve_device(device))
     started = _clock()
+    timing = load_timing(out)
+    if spec.timed and (retime or timing is None or not set(timed_labels(spec)) <= set(timing["cells"])):
+        measure_timing(spec, out, device=device, log=log)
 
     def time_is_up(cell, what) -> bool:
         if stop_after_s is None or _clock() - started < stop_after_s:
@@ -314,8 +365,33 @@ def collect(out) -> dict:
                     continue
                 summary = json.loads(summ.read_text()) if summ.is_file() else {}
                 cells[(d, m, s)] = {"eval": json.loads(ev.read_text()), "wall_s": summary.get("train_wall_s"),
-                                    "flops": _flops(folder, summary)}
+                                    "flops": _flops(folder, summary), "epochs": summary.get("epochs_done"),
+                                    "machine": _machine(folder)}
     return {"spec": spec, "cells": cells, "missing": missing}
+
+
+def _machine(folder: Path) -> str | None:
+    """What the cell trained on: the GPU's name, or the CPU's model and threads."""
+    try:
+        env = json.loads((folder / "config.json").read_text()).get("environment", {})
+    except (OSError, ValueError):
+        return None
+    if env.get("gpu"):
+        return env["gpu"]
+    return f"{env['cpu_model']}, {env.get('threads')} threads" if env.get("cpu_model") else None
+
+
+def timed_wall(timing: dict | None, dataset: str, method: str, epochs: int | None) -> float | None:
+    """A cell's wall time by the timing pass: the timed seconds of the epochs it trained
+    (a match variant's are its base's steps; epochs beyond the timed schedule cost as its
+    last, every method's steps being alike once eps has ramped up)."""
+    if not timing or not epochs:
+        return None
+    cell = timing["cells"].get(f"{dataset}/{variants.parse(method).base or method}")
+    if cell is None:
+        return None
+    per_epoch = cell["epoch_s"]
+    return float(sum(per_epoch[min(e, len(per_epoch) - 1)] for e in range(epochs)))
 
 
 def _flops(folder: Path, summary: dict) -> float | None:
@@ -334,6 +410,7 @@ def report(out) -> dict:
     out = Path(out)
     found = collect(out)
     spec, cells = found["spec"], found["cells"]
+    timing = load_timing(out)
     rows = []
     for d in spec["datasets"]:
         for m in spec["methods"]:
@@ -370,21 +447,49 @@ def report(out) -> dict:
                 "worst_case_images": [w["n"] for w in with_worst],
                 "certified": [c["accuracy"] for c in with_cert],
                 "certified_images": [c["n"] for c in with_cert],
-                "wall_s": [c["wall_s"] for c in group if c["wall_s"] is not None],
+                # the cost axis: the timing pass's seconds where the sweep was timed, else as run
+                "wall_s": _walls(timing, d, m, group),
+                "wall_s_as_run": [c["wall_s"] for c in group if c["wall_s"] is not None],
+                "machines": sorted({c["machine"] for c in group if c["machine"]}),
                 "flops": [c["flops"] for c in group if c["flops"] is not None],
                 "sweep": {e: v for e, v in sorted(sweep.items())},
                 "failed_checks": failed,
             })
     result = {"rows": rows, "missing": found["missing"], "spec": spec,
+              "wall_time": _wall_basis(timing, rows),
               "frontier": {d: frontier.verdicts([r for r in rows if r["dataset"] == d]) for d in spec["datasets"]}}
     runs.write_json(out / "report.json", result)
     _plots(rows, out)
-    (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec, result["frontier"]))
+    (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec, result["frontier"],
+                                                  result["wall_time"]))
     (out / ".report.md.tmp").replace(out / "report.md")
     return result
 
 
-def _markdown(rows, missing, spec, verdicts=None) -> str:
+def _walls(timing, dataset, method, group) -> list[float]:
+    if timing and f"{dataset}/{variants.parse(method).base or method}" in timing["cells"]:
+        walls = [timed_wall(timing, dataset, method, c["epochs"]) for c in group]
+    else:
+        walls = [c["wall_s"] for c in group]
+    return [w for w in walls if w is not None]
+
+
+def _wall_basis(timing, rows) -> str:
+    """One sentence: where the report's wall times come from."""
+    machines = sorted({m for r in rows for m in r["machines"]})
+    trained = f"the cells trained on {'; '.join(machines) or 'machines not recorded'}"
+    if timing:
+        env = timing["environment"]
+        where = env.get("gpu") or f"{env.get('cpu_model')}, {env.get('threads')} threads"
+        return (f"Wall times are the timing pass's ({where}, {timing['date']}): every variant's steps timed in "
+                f"turns on that one machine ({timing['rounds']} rounds of {timing['steps']} steps, the median), "
+                f"scaled to the epochs each cell trained; each cell's own wall time, as run, is beside it "
+                f"({trained}).")
+    return (f"Wall times are each cell's own, as run ({trained}): they compare methods only where the cells "
+            "trained on one machine.")
+
+
+def _markdown(rows, missing, spec, verdicts=None, wall_basis=None) -> str:
     lines = ["# gatfast sweep report", "",
              f"Datasets {', '.join(spec['datasets'])}; methods {', '.join(spec['methods'])}; "
              f"seeds {', '.join(map(str, spec['seeds']))}. Accuracies in % on each dataset's test split, "
@@ -392,7 +497,7 @@ def _markdown(rows, missing, spec, verdicts=None) -> str:
              "(the headline) is per image over every attack of the threat model, AutoAttack's and the sanity "
              "checks' included, so it runs on the images every attack saw (the first n_slow): its column "
              "has the clean accuracy on those images beside it. Each column's header says on how many "
-             "test images it ran.", ""]
+             "test images it ran." + (f" {wall_basis}" if wall_basis else ""), ""]
     for d in spec["datasets"]:
         group = [r for r in rows if r["dataset"] == d]
         if not group:
@@ -411,13 +516,14 @@ def _markdown(rows, missing, spec, verdicts=None) -> str:
                   " | ".join(f"{names[k]} ({_images(images[k])})" for k in keys) +
                   f" | AutoAttack ({_images(aa_images)}) | clean ({_images(worst_images)}) "
                   f"| worst case ({_images(worst_images)}) | certified, a lower bound ({_images(cert_images)}) "
-                  f"| train time (s) | failed checks |",
-                  "|---" * (9 + len(keys)) + "|"]
+                  f"| train time (s) | train time as run (s) | failed checks |",
+                  "|---" * (10 + len(keys)) + "|"]
         for r in group:
             cols = [_fmt(r["attacks"][k]["values"]) if k in r["attacks"] else "-" for k in keys]
             lines.append(f"| {r['method']} | {len(r['seeds'])} | {_fmt(r['clean'])} | " + " | ".join(cols) +
                          f" | {_fmt(r['autoattack'])} | {_fmt(r['worst_case_clean'])} | {_fmt(r['worst_case'])} "
                          f"| {_fmt(r.get('certified', []))} | {_fmt(r['wall_s'], 1.0, 0)} | "
+                         f"{_fmt(r.get('wall_s_as_run', r['wall_s']), 1.0, 0)} | "
                          f"{', '.join(r['failed_checks']) or 'none'} |")
         lines.append("")
         lines += _frontier_markdown(group, (verdicts or {}).get(d, []))
