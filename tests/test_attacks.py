@@ -3,6 +3,7 @@ inside the threat model, restarts never weaker, an undefended model broken, bad 
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gatfast import attacks, train
 from gatfast.attacks import margin_loss
@@ -101,18 +102,28 @@ def test_outputs_stay_in_threat_model(name, digits_model, digits_surrogate, digi
 
 @pytest.mark.parametrize("step_size", [None, 0.02], ids=["adaptive", "fixed"])
 def test_restarts_never_weaker(digits_model, digits_test, step_size):
+    """The first of three restarts is the one-restart run (same seed, one batch: the random
+    stream is shared across batches), so every image it breaks stays broken, and on the
+    images left standing the kept point scores at least as high on the attack's own
+    criterion (APGD: the loss; fixed-step PGD: the margin), higher on some: the restarts
+    ran. Whether they break one more image depends on the trained model's last bits, which
+    differ between processors (CI once saw none), so that is not asserted."""
     x, y = digits_test
-    # one batch: the random stream is shared across batches, so a second batch would start elsewhere
     one = attacks.PGD(digits_model, eps=0.08, steps=5, seed=3, step_size=step_size, batch_size=1000)(x, y)
     three = attacks.PGD(digits_model, eps=0.08, steps=5, restarts=3, seed=3, step_size=step_size,
                         batch_size=1000)(x, y)
-    if step_size is None:  # APGD keeps the highest-loss point, not the highest margin: accuracy only
-        assert accuracy(digits_model, three, y) < accuracy(digits_model, one, y)
-        return
     with torch.no_grad():
-        m1, m3 = margin_loss(digits_model(one), y), margin_loss(digits_model(three), y)
-    assert bool((m3 >= m1 - 1e-6).all())
-    assert accuracy(digits_model, three, y) < accuracy(digits_model, one, y)  # restarts found more
+        logits_one, logits_three = digits_model(one), digits_model(three)
+    broken_one, broken_three = logits_one.argmax(1) != y, logits_three.argmax(1) != y
+    assert bool((broken_three | ~broken_one).all())  # broken by one: broken by three
+    standing = ~broken_three
+    if step_size is None:  # APGD keeps the highest-loss point
+        score_one = F.cross_entropy(logits_one, y, reduction="none")[standing]
+        score_three = F.cross_entropy(logits_three, y, reduction="none")[standing]
+    else:  # PGD keeps the highest margin
+        score_one, score_three = margin_loss(logits_one, y)[standing], margin_loss(logits_three, y)[standing]
+    assert bool((score_three >= score_one - 1e-4).all())
+    assert bool((score_three > score_one + 1e-3).any())
 
 
 def test_more_steps_are_stronger(digits_model, digits_test):

@@ -278,17 +278,18 @@ def test_sweep_report_says_how_many_images_each_column_ran_on():
                                                            "images": [359, 359]}},
            "autoattack": [0.55, 0.57], "autoattack_images": [100, 100], "worst_case": [0.5, 0.52],
            "worst_case_clean": [0.95, 0.97], "worst_case_images": [100, 100], "certified": [0.1, 0.2],
-           "certified_images": [359, 359], "wall_s": [10.0, 11.0],
+           "certified_images": [359, 359], "wall_s": [10.0, 12.0], "wall_s_as_run": [20.0, 24.0],
            "sweep": {}, "failed_checks": []}
     md = sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"], "seeds": [0, 1]})
     header, rule, line = [l for l in md.splitlines() if l.startswith("|")][:3]  # then the cost table
     assert header == ("| method | seeds | clean (359 images) | PGD-100 (359 images) | AutoAttack (100 images) "
                       "| clean (100 images) | worst case (100 images) | certified, a lower bound (359 images) "
-                      "| train time (s) | failed checks |")
+                      "| train time (s) | train time as run (s) | failed checks |")
     assert rule.count("|---") == header.count("|") - 1
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2].startswith("91.0") and cells[5].startswith("96.0") and cells[6].startswith("51.0")
     assert cells[7].startswith("15.0")
+    assert cells[8].startswith("11 ") and cells[9].startswith("22 ")  # the timing pass's, then the cells' own
     row["worst_case_images"] = [100, 80]
     assert "worst case (80-100 images)" in sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"],
                                                                        "seeds": [0, 1]})
