@@ -278,11 +278,18 @@ SLOW_SAVE = textwrap.dedent("""
 """)
 
 
+def _sigint_as_in_a_terminal():
+    """A shell's background job inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the child gets SIGINT's default back, as a command typed
+    at a terminal has, so the Ctrl-C tests test gatfast wherever pytest was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _gatfast(args, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
     kw.setdefault("stdout", subprocess.DEVNULL)
     return subprocess.Popen([sys.executable, "-m", "gatfast"] + args, stderr=subprocess.PIPE, text=True, env=env,
-                            **kw)
+                            preexec_fn=_sigint_as_in_a_terminal, **kw)
 
 
 def _finish(out: Path) -> None:
