@@ -197,3 +197,24 @@ def test_a_study_with_a_time_limit_starts_nothing_after_it_and_goes_on_later(tmp
     assert cli.main(args) == 0  # no limit: the rest
     assert "digits standard seed 0: trained" in capsys.readouterr().out
     assert sorted(p.parent.name for p in out.rglob("summary.json")) == ["seed0", "seed1"]
+
+
+def test_the_frontier_plot_shows_clean_and_certified_accuracy_below_the_robust(tmp_path, monkeypatch):
+    """The top row is robust accuracy against each cost; the row below has, at the same cost,
+    each variant's clean accuracy and, where it was bounded, its certified accuracy."""
+    from gatfast.evaluation import plots
+    rows = [_row("fgsm_rs", 0.50, 100, 1e12), _row("pgd_at", 0.80, 800, 8e12),
+            {**_row("crown_ibp", 0.70, 300, 3e12), "clean": [0.96, 0.94], "certified": [0.6, 0.5]}]
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(fig=fig))
+    plots.frontier([frontier.point(r) for r in rows], tmp_path / "f.png", title="t", family=frontier.FAMILY,
+                   costs=frontier.COSTS)
+    axes = drawn["fig"].axes
+    assert len(axes) == 4  # robust over clean/certified, for wall time and for FLOPs
+    for top, bottom in ((axes[0], axes[2]), (axes[1], axes[3])):
+        assert top.get_ylabel().startswith("worst-case robust")
+        below = {(float(line.get_xdata()[0]), round(float(line.get_ydata()[0]), 6), line.get_marker())
+                 for line in bottom.get_lines()}
+        x = 300 if top is axes[0] else 3e12
+        assert (x, 95.0, "o") in below and (x, 55.0, "x") in below  # crown_ibp's clean and certified means
+        assert not any(marker == "x" for cost, _, marker in below if cost != x)  # the others were not bounded

@@ -21,12 +21,16 @@ COSTS = {"wall_s": "wall time (s)", "flops": "training FLOPs"}
 
 
 def point(row: dict) -> dict | None:
-    """A report row's means and standard deviations over seeds, or None without a worst case."""
+    """A report row's means and standard deviations over seeds (the worst case's and each
+    cost's; the clean and certified accuracies' means, the latter None where not bounded),
+    or None without a worst case."""
     robust = row["worst_case"]
     if not robust:
         return None
+    certified = row.get("certified") or []
     out = {"label": row["method"], "method": row["method"].split(":")[0], "robust": _mean(robust),
-           "robust_std": _std(robust), "clean": _mean(row["clean"])}
+           "robust_std": _std(robust), "clean": _mean(row["clean"]),
+           "certified": _mean(certified) if certified else None}
     for cost in COSTS:
         values = [v for v in row.get(cost, []) if v is not None]
         out[cost], out[cost + "_std"] = (_mean(values), _std(values)) if values else (None, None)

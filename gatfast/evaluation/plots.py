@@ -74,25 +74,39 @@ def bars(values: dict[str, tuple], path, *, title: str, ylabel: str):
 
 
 def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict):
-    """Robust accuracy against each cost (one panel per cost, FLOPs on a log scale), with
-    seed error bars both ways; the family's points joined in cost order (the frontier)."""
+    """Robust accuracy against each cost (one column per cost, FLOPs on a log scale), with
+    seed error bars both ways, the family's points joined in cost order (the frontier);
+    below each, on the same cost axis and in the same colours, the clean accuracy (hollow)
+    and, where the variant was bounded, the certified accuracy (a cross: the lower bound
+    where the worst case is an upper one). Apart, so the frontier keeps its resolution."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(costs), figsize=(6 * len(costs), 4.5), squeeze=False)
-    for ax, (key, name) in zip(axes[0], costs.items()):
+    fig, axes = plt.subplots(2, len(costs), figsize=(6 * len(costs), 7), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for column, (key, name) in enumerate(costs.items()):
+        top, bottom = axes[0][column], axes[1][column]
         shown = [p for p in points if p[key] is not None]
         line = sorted((p for p in shown if p["method"] in family), key=lambda p: p[key])
         if line:
-            ax.plot([p[key] for p in line], [100 * p["robust"] for p in line], color="grey", linestyle="--",
-                    label="PGD-AT frontier")
+            top.plot([p[key] for p in line], [100 * p["robust"] for p in line], color="grey", linestyle="--",
+                     label="PGD-AT frontier")
         for p in shown:
             marker = "s" if p["method"] in family else "o"
-            ax.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]], yerr=[100 * p["robust_std"]],
-                        marker=marker, capsize=3, linestyle="none", label=p["label"])
+            bars = top.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]],
+                                yerr=[100 * p["robust_std"]], marker=marker, capsize=3, linestyle="none",
+                                label=p["label"])
+            color = bars.lines[0].get_color()
+            bottom.plot([p[key]], [100 * p["clean"]], marker=marker, markerfacecolor="none", color=color,
+                        linestyle="none")
+            if p.get("certified") is not None:
+                bottom.plot([p[key]], [100 * p["certified"]], marker="x", color=color, linestyle="none")
         if key == "flops":
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel("worst-case robust accuracy (%)")
-        ax.grid(alpha=0.3)
+            top.set_xscale("log")
+        top.set_ylabel("worst-case robust accuracy (%)")
+        bottom.set_ylim(-3, 103)
+        bottom.set_ylabel("clean (hollow), certified (x) (%)")
+        bottom.set_xlabel(name)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
