@@ -278,7 +278,8 @@ def _cmd_study(args) -> int:
     eps = None if args.eps is None else sweep.parse_eps(args.eps, datasets)
     spec = study.spec(datasets, _list(args.seeds, int, "--seeds"), eps, args.epochs, methods)
     sweep.validate(spec)
-    print("\n".join(study.plan(spec, evaluate=not args.train_only)), file=sys.stderr, flush=True)
+    begun = args.out if Path(args.out).is_dir() else None  # a study begun: each cell's state and cost to go
+    print("\n".join(study.plan(spec, evaluate=not args.train_only, out=begun)), file=sys.stderr, flush=True)
     if args.plan:
         return 0
     finished = sweep.run(spec, args.out, device=args.device, progress=not args.no_progress,

@@ -218,3 +218,43 @@ def test_the_frontier_plot_shows_clean_and_certified_accuracy_below_the_robust(t
         x = 300 if top is axes[0] else 3e12
         assert (x, 95.0, "o") in below and (x, 55.0, "x") in below  # crown_ibp's clean and certified means
         assert not any(marker == "x" for cost, _, marker in below if cost != x)  # the others were not bounded
+
+
+def test_study_plan_of_a_study_begun_says_each_cells_state_and_the_time_to_go(tmp_path):
+    """Training from the timing pass; evaluation as the same variant's evaluated cells took,
+    else as the dataset's robust ones did; nothing to guess from: unknown, and counted."""
+    out = tmp_path / "s"
+    spec = study.spec(("digits",), (0, 1), methods=("standard", "gat", "pgd_at"))
+    timed = {f"digits/{m}": {"epoch_s": [per] * 20, "total_s": 20 * per}
+             for m, per in (("standard", 1.0), ("gat", 3.0), ("pgd_at", 6.0))}
+    (out).mkdir()
+    (out / sweep.TIMING).write_text(json.dumps({"date": "2026-12-07", "environment": {"cpu_model": "CPU X"},
+                                                "cells": timed}))
+
+    def evaluated(method, seed, worst, seconds):
+        folder = sweep.cell_dir(out, "digits", method, seed)
+        folder.mkdir(parents=True)
+        (folder / "eval.json").write_text(json.dumps({"attacks": {"pgd": {"seconds": seconds}},
+                                                      "certified": {"seconds": 5.0},
+                                                      "worst_case": {"accuracy": worst}}))
+
+    evaluated("standard", 0, 0.0, 10.0)
+    evaluated("gat", 0, 0.6, 100.0)
+    trained = sweep.cell_dir(out, "digits", "gat", 1)
+    trained.mkdir(parents=True)
+    for name in ("summary.json", train.CHECKPOINT):
+        (trained / name).write_text("{}")
+    costs = study.budget(spec, out)
+    assert costs[("digits", "standard", 0)] == {"state": "evaluated", "train_s": 0.0, "eval_s": 0.0}
+    assert costs[("digits", "standard", 1)] == {"state": "to do", "train_s": 20.0, "eval_s": 15.0}  # its own
+    assert costs[("digits", "gat", 1)] == {"state": "trained", "train_s": 0.0, "eval_s": 105.0}
+    assert costs[("digits", "pgd_at", 0)] == {"state": "to do", "train_s": 120.0, "eval_s": 105.0}  # the robust
+    lines = study.plan(spec, out=out)
+    assert "  digits gat seed 1: trained (evaluate 2 min)" in lines
+    assert "  digits pgd_at seed 1: to do (train 2 min, evaluate 2 min)" in lines
+    assert lines[-1] == ("to go: 4 of 6 cells, about 4 min of training (the timing pass: CPU X, 2026-12-07) and "
+                         "6 min of evaluation (as the cells evaluated so far took)")
+    (sweep.cell_dir(out, "digits", "gat", 0) / "eval.json").unlink()  # no robust cell evaluated: no guide
+    assert study.budget(spec, out)[("digits", "pgd_at", 0)]["eval_s"] is None
+    assert study.plan(spec, out=out)[-1].endswith("; 4 cells have no estimate yet (no timing pass, or no cell "
+                                                  "of theirs or robust one evaluated)")
