@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -259,7 +260,7 @@ def _cmd_sweep(args) -> int:
     spec = sweep.SweepSpec(datasets=datasets, methods=_list(args.methods, str, "--methods"),
                            seeds=_list(args.seeds, int, "--seeds"), eps=sweep.parse_eps(args.eps, datasets),
                            train_options=options, eval_config=_eval_config_from(args, skip=("eps",)))
-    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress)
+    sweep.run(spec, args.out, device=args.device, progress=not args.no_progress, command=args.command_line)
     result = sweep.report(args.out)
     print((Path(args.out) / "report.md").read_text())
     if result["missing"]:
@@ -283,7 +284,7 @@ def _cmd_study(args) -> int:
     if args.plan:
         return 0
     finished = sweep.run(spec, args.out, device=args.device, progress=not args.no_progress,
-                         evaluate=not args.train_only, retime=args.retime,
+                         evaluate=not args.train_only, retime=args.retime, command=args.command_line,
                          stop_after_s=None if args.stop_after is None else 3600 * args.stop_after)
     if not finished:
         result = sweep.report(args.out)
@@ -514,6 +515,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a parse error (2, its line printed) or --help (0)
         return e.code
+    args.command_line = shlex.join(["gatfast"] + list(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except (train_mod.ConfigError, _eval_error()) as e:

@@ -251,6 +251,16 @@ def test_a_sweep_resumes_on_another_machine_from_its_records_alone(tmp_path, mon
     assert 0 <= transfer["accuracy"] <= 1
     report = json.loads((moved / "report.json").read_text())
     assert not report["missing"] and report["rows"][0]["seeds"] == [0, 1]
+    # the report says what ran the folder, and where and when its cells were evaluated
+    import datetime
+    import shlex
+    commands = json.loads((moved / "sweep.json").read_text())["commands"]
+    assert commands == [shlex.join(["gatfast"] + args + [str(folder)] + FAST_ARGS) for folder in (out, moved)]
+    prov = report["provenance"]
+    assert sum(prov["evaluated_on"].values()) == 2 and "not recorded" not in prov["evaluated_on"]
+    assert prov["evaluated_between"] == [datetime.date.today().isoformat()] * 2
+    md = (moved / "report.md").read_text()
+    assert "## Provenance" in md and f"    {commands[1]}" in md
 
 
 def test_sweep_bad_input(tmp_path, capsys):

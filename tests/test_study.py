@@ -258,3 +258,37 @@ def test_study_plan_of_a_study_begun_says_each_cells_state_and_the_time_to_go(tm
     assert study.budget(spec, out)[("digits", "pgd_at", 0)]["eval_s"] is None
     assert study.plan(spec, out=out)[-1].endswith("; 4 cells have no estimate yet (no timing pass, or no cell "
                                                   "of theirs or robust one evaluated)")
+
+
+def test_provenance_names_each_cells_machines_software_and_dates(tmp_path):
+    """Cells trained and evaluated on different machines and days, one evaluated before
+    eval.json recorded its machine: each counted under its own, the old one as such."""
+    from gatfast.evaluation import provenance
+    cpu = {"cpu_model": "AMD EPYC", "threads": 2, "gatfast": "0.1.0", "torch": "2.14.1", "python": "3.11.7"}
+    gpu = {"gpu": "NVIDIA H100", "gatfast": "0.1.0", "torch": "2.11.0", "python": "3.12.3"}
+    cells = []
+    for name, trained_on, evaluated in (("a", cpu, {"environment": gpu, "date": "2026-12-09"}),
+                                        ("b", cpu, {"environment": cpu, "date": "2026-12-07"}),
+                                        ("c", gpu, {}), ("d", cpu, None)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"environment": trained_on}))
+        if evaluated is not None:
+            (folder / "eval.json").write_text(json.dumps(evaluated))
+        cells.append(folder)
+    first = {"commands": provenance.add_command(None, "gatfast study --out s")}
+    (tmp_path / "sweep.json").write_text(json.dumps({"commands": provenance.add_command(first,
+                                                                                       "gatfast study --out s")}))
+    prov = provenance.collect(tmp_path, cells + [tmp_path / "never-started"],
+                              {"environment": cpu, "date": "2026-12-07"})
+    assert prov["commands"] == ["gatfast study --out s"]  # a command that ran twice is listed once
+    assert prov["trained_on"] == {"AMD EPYC, 2 threads": 3, "NVIDIA H100": 1}
+    assert prov["evaluated_on"] == {"NVIDIA H100": 1, "AMD EPYC, 2 threads": 1, "not recorded": 1}
+    assert prov["evaluated_between"] == ["2026-12-07", "2026-12-09"]
+    assert prov["software"] == {"gatfast 0.1.0, torch 2.14.1, Python 3.11.7": 3,
+                                "gatfast 0.1.0, torch 2.11.0, Python 3.12.3": 1}
+    md = "\n".join(provenance.markdown(prov))
+    assert "- Trained on (cells): AMD EPYC, 2 threads (3); NVIDIA H100 (1)" in md
+    assert "- Evaluated on (cells): AMD EPYC, 2 threads (1); NVIDIA H100 (1); not recorded (1), between " \
+           "2026-12-07 and 2026-12-09" in md
+    assert "- Wall-time axis: the timing pass on AMD EPYC, 2 threads, 2026-12-07" in md

@@ -33,6 +33,7 @@ FAB-T and Square only on the images APGD-CE and APGD-T left standing, as in Auto
 
 from __future__ import annotations
 
+import datetime
 import math
 from pathlib import Path
 import time
@@ -44,7 +45,7 @@ from gatfast import attacks, certify, train
 from gatfast.attacks import autoattack
 from gatfast.attacks.base import correct
 from gatfast.evaluation import plots
-from gatfast.train import data, runs
+from gatfast.train import data, engine, runs
 
 ATTACKS = ("fgsm", "pgd", "pgd_margin", "apgd_ce", "apgd_t", "fab_t", "square", "cw", "transfer")
 GROUPS = {"autoattack": autoattack.MEMBERS}  # names that stand for several attacks
@@ -539,6 +540,8 @@ def evaluate_run(run_dir, config: EvalConfig | None = None, *, surrogate_dir=Non
                       progress=progress, log=log)
     report["run"] = {"dir": str(run_dir), "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model,
                      "seed": cfg.seed, "trained_eps": cfg.eps, "finished": bool(run.summary)}
+    # what evaluated it and when: a study's cells are evaluated on many machines over days
+    report["environment"], report["date"] = engine.environment(torch.device(device)), datetime.date.today().isoformat()
     if surrogate is not None:
         report["surrogate"] = {"dir": str(surrogate_dir), "method": surrogate.config.method,
                                "model": surrogate.config.model, "seed": surrogate.config.seed}

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from gatfast import train
-from gatfast.evaluation import frontier, plots, suite, variants
+from gatfast.evaluation import frontier, plots, provenance, suite, variants
 from gatfast.ops import checks
 from gatfast.train import cost, data, engine, runs
 
@@ -223,20 +223,23 @@ def measure_timing(spec: SweepSpec, out, *, device="auto", log=print, rounds: in
 
 
 def run(spec: SweepSpec, out, *, device="auto", log=print, progress=True, evaluate: bool = True,
-        stop_after_s: float | None = None, retime: bool = False) -> bool:
+        stop_after_s: float | None = None, retime: bool = False, command: str | None = None) -> bool:
     """Trains and evaluates every cell, group by group, skipping what is done; True when
     every cell is done. evaluate=False trains every cell and evaluates none (for a machine
     whose evaluations will share it). stop_after_s: start no training or evaluation after
     so many seconds (a machine's or a job's time running out): what runs then finishes,
     nothing is cut off half-way, and the same call goes on later. A timed spec times its
-    variants first where OUT/timing.json lacks one of them, or `retime` asks."""
+    variants first where OUT/timing.json lacks one of them, or `retime` asks. `command`, the
+    command line that called it, joins sweep.json's list of those that ran the folder."""
     validate(spec)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").is_file() else None
     runs.write_json(out / "sweep.json", {"datasets": list(spec.datasets), "methods": list(spec.methods),
                                                "seeds": list(spec.seeds), "eps": spec.eps,
                                                "train_options": spec.train_options,
-                                               "eval": dataclasses.asdict(spec.eval_config)})
+                                               "eval": dataclasses.asdict(spec.eval_config),
+                                               "commands": provenance.add_command(previous, command)})
     groups = spec.groups()
     cells = [c for group in groups for c in group]
     number = {c: i for i, c in enumerate(cells, 1)}
@@ -376,9 +379,7 @@ def _machine(folder: Path) -> str | None:
         env = json.loads((folder / "config.json").read_text()).get("environment", {})
     except (OSError, ValueError):
         return None
-    if env.get("gpu"):
-        return env["gpu"]
-    return f"{env['cpu_model']}, {env.get('threads')} threads" if env.get("cpu_model") else None
+    return provenance.machine(env) if env.get("gpu") or env.get("cpu_model") else None
 
 
 def timed_wall(timing: dict | None, dataset: str, method: str, epochs: int | None) -> float | None:
@@ -455,13 +456,14 @@ def report(out) -> dict:
                 "sweep": {e: v for e, v in sorted(sweep.items())},
                 "failed_checks": failed,
             })
+    folders = [cell_dir(out, d, m, s) for d in spec["datasets"] for m in spec["methods"] for s in spec["seeds"]]
     result = {"rows": rows, "missing": found["missing"], "spec": spec,
-              "wall_time": _wall_basis(timing, rows),
+              "wall_time": _wall_basis(timing, rows), "provenance": provenance.collect(out, folders, timing),
               "frontier": {d: frontier.verdicts([r for r in rows if r["dataset"] == d]) for d in spec["datasets"]}}
     runs.write_json(out / "report.json", result)
     _plots(rows, out)
     (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec, result["frontier"],
-                                                  result["wall_time"]))
+                                                  result["wall_time"], result["provenance"]))
     (out / ".report.md.tmp").replace(out / "report.md")
     return result
 
@@ -479,8 +481,7 @@ def _wall_basis(timing, rows) -> str:
     machines = sorted({m for r in rows for m in r["machines"]})
     trained = f"the cells trained on {'; '.join(machines) or 'machines not recorded'}"
     if timing:
-        env = timing["environment"]
-        where = env.get("gpu") or f"{env.get('cpu_model')}, {env.get('threads')} threads"
+        where = provenance.machine(timing["environment"])
         return (f"Wall times are the timing pass's ({where}, {timing['date']}): every variant's steps timed in "
                 f"turns on that one machine ({timing['rounds']} rounds of {timing['steps']} steps, the median), "
                 f"scaled to the epochs each cell trained; each cell's own wall time, as run, is beside it "
@@ -489,7 +490,7 @@ def _wall_basis(timing, rows) -> str:
             "trained on one machine.")
 
 
-def _markdown(rows, missing, spec, verdicts=None, wall_basis=None) -> str:
+def _markdown(rows, missing, spec, verdicts=None, wall_basis=None, prov=None) -> str:
     lines = ["# gatfast sweep report", "",
              f"Datasets {', '.join(spec['datasets'])}; methods {', '.join(spec['methods'])}; "
              f"seeds {', '.join(map(str, spec['seeds']))}. Accuracies in % on each dataset's test split, "
@@ -531,6 +532,8 @@ def _markdown(rows, missing, spec, verdicts=None, wall_basis=None) -> str:
         lines += ["## Missing cells", ""]
         lines += [f"- {m['dataset']} / {m['method']} / seed {m['seed']}: {m['state']}" for m in missing]
         lines.append("")
+    if prov:
+        lines += provenance.markdown(prov)
     lines += ["Plots: robust_vs_cost.png (the frontier), robust_vs_eps.png, clean_vs_robust.png, train_time.png.", ""]
     return "\n".join(lines)
 
