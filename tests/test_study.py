@@ -228,7 +228,7 @@ def test_study_plan_of_a_study_begun_says_each_cells_state_and_the_time_to_go(tm
     timed = {f"digits/{m}": {"epoch_s": [per] * 20, "total_s": 20 * per}
              for m, per in (("standard", 1.0), ("gat", 3.0), ("pgd_at", 6.0))}
     (out).mkdir()
-    (out / sweep.TIMING).write_text(json.dumps({"date": "2026-12-07", "environment": {"cpu_model": "CPU X"},
+    (out / sweep.TIMING).write_text(json.dumps({"date": "2026-12-07", "environment": {"cpu_model": "CPU X", "threads": 2},
                                                 "cells": timed}))
 
     def evaluated(method, seed, worst, seconds):
@@ -252,7 +252,7 @@ def test_study_plan_of_a_study_begun_says_each_cells_state_and_the_time_to_go(tm
     lines = study.plan(spec, out=out)
     assert "  digits gat seed 1: trained (evaluate 2 min)" in lines
     assert "  digits pgd_at seed 1: to do (train 2 min, evaluate 2 min)" in lines
-    assert lines[-1] == ("to go: 4 of 6 cells, about 4 min of training (the timing pass: CPU X, 2026-12-07) and "
+    assert lines[-1] == ("to go: 4 of 6 cells, about 4 min of training (the timing pass: CPU X, 2 threads, 2026-12-07) and "
                          "6 min of evaluation (as the cells evaluated so far took)")
     (sweep.cell_dir(out, "digits", "gat", 0) / "eval.json").unlink()  # no robust cell evaluated: no guide
     assert study.budget(spec, out)[("digits", "pgd_at", 0)]["eval_s"] is None

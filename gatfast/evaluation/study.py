@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from gatfast import train
-from gatfast.evaluation import suite, sweep, variants
+from gatfast.evaluation import provenance, suite, sweep, variants
 from gatfast.train import data
 
 # the cheap cells and GAT (the subject) first, the costliest (PGD-10 AT, TRADES) last, so
@@ -136,8 +136,7 @@ def _total(costs: dict, timing: dict | None) -> str:
     eval_s = sum(c["eval_s"] or 0.0 for c in left)
     unknown = sum(c["train_s"] is None or c["eval_s"] is None for c in left)
     where = "" if timing is None else \
-        f" (the timing pass: {timing['environment'].get('gpu') or timing['environment'].get('cpu_model')}, " \
-        f"{timing['date']})"
+        f" (the timing pass: {provenance.machine(timing['environment'])}, {timing['date']})"
     return (f"to go: {len(left)} of {len(costs)} cells, about {_duration(train_s)} of training{where} and "
             f"{_duration(eval_s)} of evaluation (as the cells evaluated so far took)"
             + (f"; {unknown} cells have no estimate yet (no timing pass, or no cell of theirs or robust one "
