@@ -277,9 +277,8 @@ def test_provenance_names_each_cells_machines_software_and_dates(tmp_path):
             (folder / "eval.json").write_text(json.dumps(evaluated))
         cells.append(folder)
     first = {"commands": provenance.add_command(None, "gatfast study --out s")}
-    (tmp_path / "sweep.json").write_text(json.dumps({"commands": provenance.add_command(first,
-                                                                                       "gatfast study --out s")}))
-    prov = provenance.collect(tmp_path, cells + [tmp_path / "never-started"],
+    spec = {"commands": provenance.add_command(first, "gatfast study --out s")}
+    prov = provenance.collect(spec, cells + [tmp_path / "never-started"],
                               {"environment": cpu, "date": "2026-12-07"})
     assert prov["commands"] == ["gatfast study --out s"]  # a command that ran twice is listed once
     assert prov["trained_on"] == {"AMD EPYC, 2 threads": 3, "NVIDIA H100": 1}

@@ -3,9 +3,10 @@ machines that trained and evaluated its cells, and when. A study outlives the ma
 it runs on, so its report says what each part ran on rather than assume one machine.
 
 Read from the records a sweep folder keeps (and commits without its checkpoints):
-sweep.json's `commands`, each cell's config.json (the training machine and versions) and
-eval.json (the evaluating machine and the date, for cells evaluated since gatfast records
-them), and timing.json (the wall-time axis's machine and date).
+sweep.json's `commands` (passed in, as the report has read it), each cell's config.json
+(the training machine and versions) and eval.json (the evaluating machine and the date,
+for cells evaluated since gatfast records them), and timing.json (the wall-time axis's
+machine and date).
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 
-def collect(out, cells: list[Path], timing: dict | None) -> dict:
-    """The provenance of the sweep in `out` whose cell folders are `cells`."""
-    out = Path(out)
-    spec = _read(out / "sweep.json") or {}
+def collect(spec: dict, cells: list[Path], timing: dict | None) -> dict:
+    """The provenance of the sweep whose sweep.json is `spec` and cell folders are `cells`."""
     trained, evaluated, software, dates = Counter(), Counter(), Counter(), []
     for folder in cells:
         env = (_read(folder / "config.json") or {}).get("environment")

@@ -458,7 +458,7 @@ def report(out) -> dict:
             })
     folders = [cell_dir(out, d, m, s) for d in spec["datasets"] for m in spec["methods"] for s in spec["seeds"]]
     result = {"rows": rows, "missing": found["missing"], "spec": spec,
-              "wall_time": _wall_basis(timing, rows), "provenance": provenance.collect(out, folders, timing),
+              "wall_time": _wall_basis(timing, rows), "provenance": provenance.collect(spec, folders, timing),
               "frontier": {d: frontier.verdicts([r for r in rows if r["dataset"] == d]) for d in spec["datasets"]}}
     runs.write_json(out / "report.json", result)
     _plots(rows, out)
