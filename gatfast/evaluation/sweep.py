@@ -539,22 +539,28 @@ def _markdown(rows, missing, spec, verdicts=None, wall_basis=None, prov=None) ->
 
 
 def _frontier_markdown(group, verdicts) -> list[str]:
-    """The cost table: every variant's worst case against its two costs, and where the
+    """The cost table, the study's summary (the README quotes it): every variant's clean,
+    PGD, AutoAttack, worst-case and certified accuracy against its two costs, and where the
     ones outside PGD-AT lie against its frontier (gatfast.evaluation.frontier)."""
-    points = [p for p in map(frontier.point, group) if p is not None]
-    if not points:
+    costed = [(p, r) for r in group if (p := frontier.point(r)) is not None]
+    if not costed:
         return []
+    pgd = next((r["attacks"]["pgd"]["name"] for r in group if "pgd" in r["attacks"]), "PGD")
     by_label = {v["label"]: v for v in verdicts}
     lines = ["### Robustness per training cost", "",
-             "Worst-case robust accuracy against training cost, mean ± std over seeds. The PGD-AT frontier is "
-             "the line through the fgsm_rs and pgd_at variants; each other variant's margin is its accuracy "
+             "Worst-case robust accuracy against training cost, mean ± std over seeds, with the clean, "
+             f"{pgd}, AutoAttack and certified accuracy beside it. The PGD-AT frontier is the line "
+             "through the fgsm_rs and pgd_at variants; each other variant's margin is its worst case "
              "minus the frontier's at its own cost (interpolated between the PGD-AT runs around it).", "",
-             "| method | worst case | wall time (s) | training FLOPs | vs frontier, wall time | "
-             "vs frontier, FLOPs |", "|---|---|---|---|---|---|"]
-    for p in sorted(points, key=lambda p: p["flops"] if p["flops"] is not None else float("inf")):
+             f"| method | seeds | clean | {pgd} | AutoAttack | worst case | certified | wall time (s) | "
+             "training FLOPs | vs frontier, wall time | vs frontier, FLOPs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p, r in sorted(costed, key=lambda pr: pr[0]["flops"] if pr[0]["flops"] is not None else float("inf")):
         v = by_label.get(p["label"])
         cols = [_verdict_cell(v[c]) if v else "frontier" for c in frontier.COSTS]
-        lines.append(f"| {p['label']} | {100 * p['robust']:.1f} ± {100 * p['robust_std']:.1f} | "
+        pgd_values = r["attacks"]["pgd"]["values"] if "pgd" in r["attacks"] else []
+        lines.append(f"| {p['label']} | {len(r['seeds'])} | {_fmt(r['clean'])} | {_fmt(pgd_values)} | "
+                     f"{_fmt(r['autoattack'])} | **{_fmt(r['worst_case'])}** | {_fmt(r.get('certified', []))} | "
                      f"{_cost(p, 'wall_s', '{:.0f}')} | {_cost(p, 'flops', '{:.3g}')} | {cols[0]} | {cols[1]} |")
     return lines + [""]
 
