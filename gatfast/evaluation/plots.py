@@ -80,8 +80,10 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict
     and, where the variant was bounded, the certified accuracy (a cross: the lower bound
     where the worst case is an upper one). Apart, so the frontier keeps its resolution."""
     plt = _pyplot()
+    from matplotlib import ticker
     fig, axes = plt.subplots(2, len(costs), figsize=(6 * len(costs), 7), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})
+    palette = plt.get_cmap("tab10" if len(points) <= 10 else "tab20")
     for column, (key, name) in enumerate(costs.items()):
         top, bottom = axes[0][column], axes[1][column]
         shown = [p for p in points if p[key] is not None]
@@ -91,16 +93,22 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict
                      label="PGD-AT frontier")
         for p in shown:
             marker = "s" if p["method"] in family else "o"
-            bars = top.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]],
-                                yerr=[100 * p["robust_std"]], marker=marker, capsize=3, linestyle="none",
-                                label=p["label"])
-            color = bars.lines[0].get_color()
+            # a colour per variant, the same in both columns: a study has more than the
+            # default cycle's ten
+            color = palette(points.index(p) % palette.N)
+            top.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]], yerr=[100 * p["robust_std"]],
+                         marker=marker, capsize=3, linestyle="none", label=p["label"], color=color)
             bottom.plot([p[key]], [100 * p["clean"]], marker=marker, markerfacecolor="none", color=color,
                         linestyle="none")
             if p.get("certified") is not None:
                 bottom.plot([p[key]], [100 * p["certified"]], marker="x", color=color, linestyle="none")
         if key == "flops":
             top.set_xscale("log")
+            # labels at 1, 2 and 5 of each decade, none between: a study spans about a decade,
+            # where the default labels only the decade or lets minor labels collide
+            top.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+            top.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0e}".replace("e+", "e")))
+            top.xaxis.set_minor_formatter(ticker.NullFormatter())
         top.set_ylabel("worst-case robust accuracy (%)")
         bottom.set_ylim(-3, 103)
         bottom.set_ylabel("clean (hollow), certified (x) (%)")
