@@ -103,6 +103,13 @@ def test_the_frontier_interpolates_between_the_pgd_at_runs_around_a_cost():
     assert verdicts["cheap"]["wall_s"]["verdict"] == "on or above"          # cheaper and more robust
 
 
+def test_a_study_without_pgd_at_runs_yet_says_so_rather_than_not_measured():
+    verdicts = frontier.verdicts([_row("gat", 0.7, 300, 3e12), {**_row("standard", 0.0, 60, 1e12), "wall_s": []}])
+    by_label = {v["label"]: v for v in verdicts}
+    assert by_label["gat"]["flops"]["verdict"] == "no PGD-AT run evaluated yet"
+    assert by_label["standard"]["wall_s"]["verdict"] == "not measured"  # its own cost is missing
+
+
 def test_the_study_is_every_defence_headline_first_on_the_whole_test_split():
     spec = study.spec()
     sweep.validate(spec)  # every variant of the study is a valid cell on both datasets

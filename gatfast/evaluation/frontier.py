@@ -64,8 +64,10 @@ def verdicts(rows: list[dict]) -> list[dict]:
 
 
 def _verdict(p: dict, frontier: list[dict], cost: str) -> dict:
-    if p[cost] is None or not any(f[cost] is not None for f in frontier):
+    if p[cost] is None:
         return {"reference": None, "margin": None, "verdict": "not measured"}
+    if not any(f[cost] is not None for f in frontier):  # a study under way: its PGD-AT cells still to come
+        return {"reference": None, "margin": None, "verdict": "no PGD-AT run evaluated yet"}
     ref = reference(frontier, cost, p[cost])
     if ref is None:  # cheaper than every PGD-AT run
         cheapest = min((f for f in frontier if f[cost] is not None), key=lambda f: f[cost])
