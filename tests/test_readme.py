@@ -54,3 +54,27 @@ def test_readme_snippet_runs(line, code, run_folder, monkeypatch):
     monkeypatch.chdir(run_folder)
     namespace = reader_objects()
     exec(compile(code, f"README.md:{line}", "exec"), namespace)
+
+
+
+def _study_tables_tool():
+    """tools/readme_study_tables.py, the one place that says what a study's table is."""
+    import importlib.util
+    path = README.parent / "tools" / "readme_study_tables.py"
+    spec = importlib.util.spec_from_file_location("readme_study_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STUDY_REPORTS = sorted((README.parent / "results").glob("study-*/report.md"))
+
+
+@pytest.mark.parametrize("report", STUDY_REPORTS, ids=[p.parent.name for p in STUDY_REPORTS])
+def test_the_readme_quotes_each_study_as_its_report_stands(report):
+    # the README's frontier tables are the committed reports' own, row for row: a cell that
+    # lands in a study folder changes its report, and this fails until the README says so
+    # too (tools/readme_study_tables.py copies them)
+    table = _study_tables_tool().cost_table(report)
+    assert table in README.read_text(), (f"README.md does not quote {report.relative_to(README.parent)}'s table: "
+                                          "run python tools/readme_study_tables.py")
