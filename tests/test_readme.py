@@ -56,7 +56,6 @@ def test_readme_snippet_runs(line, code, run_folder, monkeypatch):
     exec(compile(code, f"README.md:{line}", "exec"), namespace)
 
 
-
 def _study_tables_tool():
     """tools/readme_study_tables.py, the one place that says what a study's table is."""
     import importlib.util

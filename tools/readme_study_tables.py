@@ -9,6 +9,8 @@ land (tests/test_readme.py fails until it does).
 import re
 from pathlib import Path
 
+from gatfast.train import runs
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 TABLE = re.compile(r"^\| method \| seeds \| clean \|.*?(?=^(?!\|))", flags=re.S | re.M)
@@ -29,9 +31,7 @@ def main() -> None:
         if not block.search(text):
             raise SystemExit(f"README.md has no '{start.strip()}' marker for {report.parent.name}'s table")
         text = block.sub(lambda _: start + cost_table(report), text)
-    tmp = README.with_name(".README.md.tmp")
-    tmp.write_text(text)
-    tmp.replace(README)
+    runs.write_text(README, text)  # never half a README
 
 
 if __name__ == "__main__":

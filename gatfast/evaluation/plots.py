@@ -83,7 +83,10 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict
     from matplotlib import ticker
     fig, axes = plt.subplots(2, len(costs), figsize=(6 * len(costs), 7), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 2]})
+    # a colour per variant, the same in both columns: a study has more than the default
+    # cycle's ten
     palette = plt.get_cmap("tab10" if len(points) <= 10 else "tab20")
+    colors = {p["label"]: palette(i % palette.N) for i, p in enumerate(points)}
     for column, (key, name) in enumerate(costs.items()):
         top, bottom = axes[0][column], axes[1][column]
         shown = [p for p in points if p[key] is not None]
@@ -93,9 +96,7 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict
                      label="PGD-AT frontier")
         for p in shown:
             marker = "s" if p["method"] in family else "o"
-            # a colour per variant, the same in both columns: a study has more than the
-            # default cycle's ten
-            color = palette(points.index(p) % palette.N)
+            color = colors[p["label"]]
             top.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]], yerr=[100 * p["robust_std"]],
                          marker=marker, capsize=3, linestyle="none", label=p["label"], color=color)
             bottom.plot([p[key]], [100 * p["clean"]], marker=marker, markerfacecolor="none", color=color,

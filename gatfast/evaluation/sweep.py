@@ -462,9 +462,8 @@ def report(out) -> dict:
               "frontier": {d: frontier.verdicts([r for r in rows if r["dataset"] == d]) for d in spec["datasets"]}}
     runs.write_json(out / "report.json", result)
     _plots(rows, out)
-    (out / ".report.md.tmp").write_text(_markdown(rows, found["missing"], spec, result["frontier"],
-                                                  result["wall_time"], result["provenance"]))
-    (out / ".report.md.tmp").replace(out / "report.md")
+    runs.write_text(out / "report.md", _markdown(rows, found["missing"], spec, result["frontier"],
+                                                 result["wall_time"], result["provenance"]))
     return result
 
 
