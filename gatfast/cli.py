@@ -39,6 +39,7 @@ _HELP = {
     "generator_steps": "gat: generator applications per batch, each on a fresh gradient",
     "generator_updates": "gat: generator updates per classifier update",
     "latent_dim": "gat: size of the random code fed to the generator (0: none)",
+    "generator_lr": "gat: the generator's learning rate (l2l-3's 3e-3; the paper and l2l recipes 1e-3)",
     "eval_pgd_steps": "steps of the final PGD check on the test split, the same attack as eval's PGD (0: skip it)",
     "device": "auto (a GPU when torch sees one), cpu, cuda or cuda:N",
 }

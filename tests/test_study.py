@@ -24,6 +24,8 @@ def test_a_variant_is_a_method_with_options():
     assert crown.config_options() == {"model": "cert_cnn", "epochs": 60, "eps_warmup": None}
     matched = variants.parse("gat:recipe=l2l-3:match=pgd_at")
     assert (matched.base, matched.match) == ("gat:recipe=l2l-3", "pgd_at")
+    assert matched.timed == "gat:recipe=l2l-3"   # its steps are its base's
+    assert variants.parse("gat:generator-lr=0.001:recipe=paper:lr=0.01").timed == "gat:recipe=paper"
 
 
 @pytest.mark.parametrize("label,words", [
@@ -179,6 +181,14 @@ def test_a_timed_sweep_takes_its_wall_times_and_matched_epochs_from_the_timing_p
     assert sweep.timed_wall(timing, "digits", "gat:match=pgd_at", 5) == 250.0  # gat's epochs, five of them
     assert sweep.timed_wall(timing, "digits", "trades", 2) is None      # not timed
     assert sweep.timed_wall(None, "digits", "gat", 2) is None
+    # a learning rate changes no step's cost: such a variant has its twin's timed steps
+    slower = _sweep_spec(("gat", "pgd_at", "gat:generator_lr=0.001", "pgd_at:lr=0.01:attack_steps=3"))
+    assert sweep.timed_labels(slower) == ["digits/gat", "digits/pgd_at", "digits/pgd_at:attack_steps=3"]
+    assert sweep.timed_wall(timing, "digits", "gat:generator_lr=0.001", 2) == 100.0
+    assert sweep.timed_wall(timing, "digits", "gat:generator_width=64", 2) is None  # a wider one costs more
+    matched = _sweep_spec(("gat:generator_lr=0.001", "pgd_at", "gat:generator_lr=0.001:match=pgd_at"),
+                          first=("gat:generator_lr=0.001", "pgd_at"))
+    assert sweep.matched_epochs(tmp_path, matched, "digits", "gat:generator_lr=0.001:match=pgd_at", 0) == 5
     group = [{"epochs": 2, "wall_s": 700.0}, {"epochs": 2, "wall_s": 390.0}]  # as run: two machines
     assert sweep._walls(timing, "digits", "gat", group) == [100.0, 100.0]
     assert sweep._walls(None, "digits", "gat", group) == [700.0, 390.0]

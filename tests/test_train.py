@@ -269,6 +269,8 @@ def test_recipes_set_the_gat_options_and_explicit_options_win():
     assert train.DEFAULT_RECIPE == "l2l-3"
     assert all(getattr(default, k) == v for k, v in train.RECIPES["l2l-3"].items())  # the default is l2l-3
     assert (TrainConfig.from_recipe("l2l").generator_steps, TrainConfig.from_recipe("l2l").alpha) == (2, 0.5)
+    # the default's generator learns three times faster than the older recipes' (README)
+    assert (default.generator_lr, paper.generator_lr, TrainConfig.from_recipe("l2l").generator_lr) == (3e-3, 1e-3, 1e-3)
     with pytest.raises(ConfigError, match="unknown recipe 'fancy'"):
         TrainConfig.from_recipe("fancy")
 

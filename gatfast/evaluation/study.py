@@ -29,6 +29,7 @@ VARIANTS = HEADLINE + (
     "pgd_at:attack_steps=2", "pgd_at:attack_steps=3", "pgd_at:attack_steps=5",   # the frontier's other points
     "gat:recipe=paper", "gat:recipe=l2l",                                        # gat is the l2l-3 recipe
     "gat:match=pgd_at",                                                          # GAT with PGD-10's wall time
+    "gat:generator_lr=0.001",                                                    # gat's default until 2026-12-07
     "crown_ibp:model=cert_cnn:epochs=60",                                        # the certified baseline
 )
 

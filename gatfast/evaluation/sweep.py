@@ -109,8 +109,9 @@ def matched_epochs(out: Path, spec: SweepSpec, dataset: str, method: str, seed: 
     variant = variants.parse(method)
     base_epochs = cell_config(spec, dataset, variant.base, seed).epochs
     timed = load_timing(out)
-    if timed and all(f"{dataset}/{label}" in timed["cells"] for label in (variant.base, variant.match)):
-        total = {label: timed["cells"][f"{dataset}/{label}"]["total_s"] for label in (variant.base, variant.match)}
+    keys = {label: f"{dataset}/{variants.parse(label).timed}" for label in (variant.base, variant.match)}
+    if timed and all(key in timed["cells"] for key in keys.values()):
+        total = {label: timed["cells"][key]["total_s"] for label, key in keys.items()}
         return max(1, round(base_epochs * total[variant.match] / total[variant.base]))
     walls = {}
     for label in (variant.base, variant.match):
@@ -197,8 +198,9 @@ def load_timing(out) -> dict | None:
 
 def timed_labels(spec: SweepSpec) -> list[str]:
     """The DATASET/METHOD of every variant a timing pass times: a match variant's steps are
-    its base's, so it needs none of its own."""
-    return [f"{d}/{m}" for d in spec.datasets for m in spec.methods if variants.parse(m).match is None]
+    its base's, one that differs only in a learning rate has its twin's (Variant.timed)."""
+    labels = (f"{d}/{variants.parse(m).timed}" for d in spec.datasets for m in spec.methods)
+    return list(dict.fromkeys(labels))
 
 
 def measure_timing(spec: SweepSpec, out, *, device="auto", log=print, rounds: int = 5, steps: int = 3) -> dict:
@@ -388,7 +390,7 @@ def timed_wall(timing: dict | None, dataset: str, method: str, epochs: int | Non
     last, every method's steps being alike once eps has ramped up)."""
     if not timing or not epochs:
         return None
-    cell = timing["cells"].get(f"{dataset}/{variants.parse(method).base or method}")
+    cell = timing["cells"].get(f"{dataset}/{variants.parse(method).timed}")
     if cell is None:
         return None
     per_epoch = cell["epoch_s"]
@@ -468,7 +470,7 @@ def report(out) -> dict:
 
 
 def _walls(timing, dataset, method, group) -> list[float]:
-    if timing and f"{dataset}/{variants.parse(method).base or method}" in timing["cells"]:
+    if timing and f"{dataset}/{variants.parse(method).timed}" in timing["cells"]:
         walls = [timed_wall(timing, dataset, method, c["epochs"]) for c in group]
     else:
         walls = [c["wall_s"] for c in group]

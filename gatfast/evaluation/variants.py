@@ -22,6 +22,9 @@ from gatfast.train import methods
 
 _FIELDS = {f.name: f for f in dataclasses.fields(train.TrainConfig)}
 _NOT_PER_VARIANT = ("method", "dataset", "seed", "eps", "device", "progress", "data_root", "download")
+# options that change no step's cost: a variant differing from another only in these trains
+# as fast, so a timing pass times the one for both (its steps' arithmetic is the same)
+COST_FREE = ("lr", "generator_lr")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,14 @@ class Variant:
             return None
         parts = [p for p in self.label.split(":") if not p.startswith("match=")]
         return ":".join(parts)
+
+    @property
+    def timed(self) -> str:
+        """The label whose timed steps are this variant's: without `match` (its steps are its
+        base's) and without the options that change no step's cost (COST_FREE)."""
+        kept = [self.method] + [p for p in self.label.split(":")[1:]
+                                if p.split("=", 1)[0].strip().replace("-", "_") not in ("match", *COST_FREE)]
+        return ":".join(kept)
 
     def config_options(self) -> dict:
         """The TrainConfig fields this variant sets (a recipe's options first)."""
