@@ -538,7 +538,8 @@ def main(argv=None) -> int:
 # What a Ctrl-C leaves behind, per verb.
 _AFTER_INTERRUPT = {
     "train": "the run folder holds the last finished epoch: continue with gatfast train --out RUN --resume",
-    "eval": "no eval.json was written (it is written whole, at the end): run the same command again",
+    "eval": "no eval.json was written (it is written whole, at the end); the attacks that finished are in "
+            "eval.partial.json: the same command goes on from there",
     "sweep": "finished cells are kept: run the same sweep command again to go on",
     "study": "finished cells are kept: run the same study command again to go on",
     "certify": "no certify.json was written (it is written whole, at the end): run the same command again",

@@ -329,3 +329,78 @@ def test_eval_reports_the_certified_row_and_its_check(runs, capsys):
     assert check["passed"] is True
     assert cli.main(["eval", str(runs[0]), "--attacks", "fgsm", "--certified", "none"] + FAST_ARGS) == 0
     assert "certified" not in json.loads((runs[0] / "eval.json").read_text())
+
+
+def _same_outcomes(a: dict, b: dict) -> None:
+    """Two reports agree on everything but the seconds things took."""
+    assert set(a["attacks"]) == set(b["attacks"])
+    for key in a["attacks"]:
+        assert {k: v for k, v in a["attacks"][key].items() if k != "seconds"} == \
+               {k: v for k, v in b["attacks"][key].items() if k != "seconds"}, key
+    for part in ("worst_case", "autoattack", "checks", "sweep", "clean"):
+        assert a[part] == b[part], part
+
+
+def test_a_stopped_evaluation_goes_on_from_its_journal_and_reports_what_an_unbroken_one_would(runs, monkeypatch):
+    """A kill during the third attack: the two finished ones are in eval's journal, the next
+    call runs only the rest, and its report is the unbroken evaluation's."""
+    target, surrogate = runs
+    config = evaluate.EvalConfig(**{**FAST, "attacks": ("fgsm", "pgd", "apgd_ce", "apgd_t", "square", "transfer")},
+                                 certified="none")
+    unbroken = evaluate.evaluate_run(target, config, surrogate_dir=surrogate, progress=False, out_name="unbroken.json")
+    ran, real_run = [], evaluate._run_attack
+
+    def killed_at_third(key, *args):
+        ran.append(key)
+        if len(ran) == 3:
+            raise KeyboardInterrupt  # the machine's time ran out
+        return real_run(key, *args)
+
+    monkeypatch.setattr(evaluate, "_run_attack", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_run(target, config, surrogate_dir=surrogate, progress=False, out_name="stopped.json")
+    journal = target / "stopped.partial.json"
+    assert not (target / "stopped.json").exists()
+    recorded = json.loads(journal.read_text())["attacks"]
+    assert set(recorded) == set(ran[:2]) == {"fgsm", "pgd"}
+    ran.clear()
+    lines = []
+    monkeypatch.setattr(evaluate, "_run_attack", lambda key, *a: (ran.append(key), real_run(key, *a))[1])
+    resumed = evaluate.evaluate_run(target, config, surrogate_dir=surrogate, progress=False,
+                                    out_name="stopped.json", log=lines.append)
+    assert "fgsm" not in ran and "pgd" not in ran and "apgd_ce" in ran   # only what was left
+    assert any("2 attacks finished before" in line for line in lines)
+    assert any("from the journal" in line and "FGSM" in line for line in lines)
+    assert not journal.exists()   # the report holds it all now
+    _same_outcomes(resumed, unbroken)
+    assert resumed["attacks"]["pgd"]["seconds"] == recorded["pgd"]["seconds"] > 0  # what it cost when it ran
+
+
+def test_a_journal_of_other_settings_or_weights_is_not_trusted(runs, tmp_path):
+    target, surrogate = runs
+    config = evaluate.EvalConfig(**{**FAST, "attacks": ("fgsm", "pgd")}, certified="none")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("config.json", "summary.json", train.CHECKPOINT):
+        (folder / name).write_bytes((target / name).read_bytes())
+    # a journal that says PGD broke nothing: of another seed's settings, it must not be used
+    report = evaluate.evaluate_run(folder, config, progress=False, out_name="first.json")
+    forged = {k: {**r, "accuracy": 1.0, "outcome": [1] * len(r["outcome"])} for k, r in report["attacks"].items()}
+    from gatfast.evaluation import journal
+    other = evaluate.EvalConfig(**{**FAST, "attacks": ("fgsm", "pgd"), "seed": 1}, certified="none")
+    journal.save(folder / "eval.partial.json", "another question", forged)
+    lines = []
+    honest = evaluate.evaluate_run(folder, other, progress=False, log=lines.append)
+    assert any("of other settings, images or weights: evaluating from the start" in line for line in lines)
+    assert honest["attacks"]["pgd"]["accuracy"] < 1.0
+    # the fingerprint changes with one weight's last bit, the images, or a setting
+    model = train.load_run(folder).classifier
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    key = journal.fingerprint({"eps": 0.1}, [x, y], [model, None])
+    assert key == journal.fingerprint({"eps": 0.1}, [x.clone(), y], [model, None])
+    assert key != journal.fingerprint({"eps": 0.2}, [x, y], [model, None])
+    assert key != journal.fingerprint({"eps": 0.1}, [x, y.flip(0)], [model, None])
+    with torch.no_grad():
+        p = next(model.parameters())
+        p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(float("inf")))
+    assert key != journal.fingerprint({"eps": 0.1}, [x, y], [model, None])

@@ -418,6 +418,8 @@ def test_ctrl_c_during_eval_writes_no_eval_json(tmp_path, uninterrupted):
     assert proc.returncode == 130 and "no eval.json was written" in err.strip().splitlines()[-1], err[-3000:]
     assert "Traceback" not in err
     assert not (run / "eval.json").exists() and not list(run.glob(".*.tmp"))
+    # the attacks that finished are kept, for the same command to go on from
+    assert "fgsm" in json.loads((run / "eval.partial.json").read_text())["attacks"]
 
 
 @pytest.mark.faults

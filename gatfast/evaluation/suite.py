@@ -44,7 +44,7 @@ import torch
 from gatfast import attacks, certify, train
 from gatfast.attacks import autoattack
 from gatfast.attacks.base import correct
-from gatfast.evaluation import plots
+from gatfast.evaluation import journal, plots
 from gatfast.train import data, engine, runs
 
 ATTACKS = ("fgsm", "pgd", "pgd_margin", "apgd_ce", "apgd_t", "fab_t", "square", "cw", "transfer")
@@ -324,11 +324,19 @@ def _run_attack(key, attack, x, y, m, role, results, clean):
                         int(todo.numel()), outcome)
 
 
+def _from_record(record: dict) -> AttackResult:
+    """An AttackResult from its public() record (a journal's)."""
+    return AttackResult(**{**record, "outcome": torch.tensor(record["outcome"], dtype=torch.int8)})
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, num_classes: int,
              config: EvalConfig | None = None, surrogate: torch.nn.Module | None = None,
-             surrogate_name: str = "surrogate", progress: bool = True, log=None) -> dict:
+             surrogate_name: str = "surrogate", progress: bool = True, log=None,
+             journal_path: Path | None = None) -> dict:
     """The whole suite on test images x (in [0, 1]) and labels y; returns a JSON-ready dict.
-    log(line), if given, hears each attack's result as it finishes."""
+    log(line), if given, hears each attack's result as it finishes. journal_path: where each
+    finished attack is recorded, and read back by an evaluation of the same model, images
+    and settings that was stopped, which then goes on from there (gatfast.evaluation.journal)."""
     log = log or (lambda line: None)
     config = (config or EvalConfig()).validate(norm)
     eps = attacks.base.check_eps(config.eps if config.eps is not None else eps, norm)
@@ -340,11 +348,22 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     if "transfer" in config.keys() and surrogate is None:
         skipped["transfer"] = "not run: no surrogate given (gatfast eval RUN --surrogate OTHER_RUN)"
 
+    settings = {"config": asdict(config), "eps": eps, "norm": norm, "num_classes": num_classes,
+                "surrogate_name": surrogate_name if surrogate is not None else None}
+    key_of_journal = journal.fingerprint(settings, [x, y], [model, surrogate]) if journal_path else None
+    finished = journal.load(journal_path, key_of_journal, log)
+    if finished:
+        log(f"  going on from {journal_path}: {len(finished)} attacks finished before")
     results: dict[str, AttackResult] = {}
     for key, attack, m, role in _plan(model, x, eps, norm, num_classes, config, surrogate, surrogate_name, progress):
-        results[key] = r = _run_attack(key, attack, x, y, m, role, results, clean)
+        if key in finished:
+            results[key] = r = _from_record(finished[key])
+        else:
+            results[key] = r = _run_attack(key, attack, x, y, m, role, results, clean)
+            journal.save(journal_path, key_of_journal, {k: v.public() for k, v in results.items()})
         where = f"{r.attacked} of {r.n} images" if role == "cascade" else f"{r.n} images"
-        log(f"  {r.name:<16} {r.accuracy:6.1%}  ({where}, {r.seconds:.0f} s{', a check' if role == 'check' else ''})")
+        log(f"  {r.name:<16} {r.accuracy:6.1%}  ({where}, {r.seconds:.0f} s{', a check' if role == 'check' else ''}"
+            f"{', from the journal' if key in finished else ''})")
 
     sweep = {}
     sweep_eps = list(config.sweep) if config.sweep is not None else default_sweep(eps, norm)
@@ -535,9 +554,10 @@ def evaluate_run(run_dir, config: EvalConfig | None = None, *, surrogate_dir=Non
     if surrogate is not None:
         sc = surrogate.config
         name = f"{Path(surrogate_dir).name} ({sc.method}, {sc.model}, seed {sc.seed})"
+    journal_path = journal.path_for(run_dir / out_name)
     report = evaluate(run.classifier, x, y, eps=cfg.eps, norm=cfg.norm, num_classes=ds.num_classes, config=config,
                       surrogate=surrogate.classifier if surrogate else None, surrogate_name=name or "surrogate",
-                      progress=progress, log=log)
+                      progress=progress, log=log, journal_path=journal_path)
     report["run"] = {"dir": str(run_dir), "dataset": cfg.dataset, "method": cfg.method, "model": cfg.model,
                      "seed": cfg.seed, "trained_eps": cfg.eps, "finished": bool(run.summary)}
     # what evaluated it and when: a study's cells are evaluated on many machines over days
@@ -546,6 +566,7 @@ def evaluate_run(run_dir, config: EvalConfig | None = None, *, surrogate_dir=Non
         report["surrogate"] = {"dir": str(surrogate_dir), "method": surrogate.config.method,
                                "model": surrogate.config.model, "seed": surrogate.config.seed}
     runs.write_json(run_dir / out_name, report)
+    journal_path.unlink(missing_ok=True)  # the report holds all of it now
     plots.robustness_vs_eps({f"{cfg.method} (seed {cfg.seed})": report["sweep"]}, run_dir / "eval_eps.png",
                             title=f"{cfg.dataset}: PGD-{config.sweep_steps} accuracy over {cfg.norm} eps",
                             trained_eps=report["eps"])

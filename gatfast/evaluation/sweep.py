@@ -6,7 +6,9 @@ machine or, from a copy of the folder without its checkpoints, on another: a cel
 eval.json is done (its record is all a report needs); one with summary.json and its
 checkpoint is trained and only evaluated; one with a checkpoint but no summary resumes
 training from it; one whose record says trained but whose checkpoint is not here (it was
-trained elsewhere, and checkpoints are not copied) trains again; the rest start. The
+trained elsewhere, and checkpoints are not copied) trains again; the rest start. A cell
+whose evaluation was stopped goes on from its last finished attack (eval.partial.json,
+gatfast.evaluation.journal), where its model is the same, weight for weight. The
 transfer attack of a cell uses as surrogate the same dataset and method trained with the
 next seed of the sweep (so it needs two seeds or more); where that cell is evaluated but
 its checkpoint is not here, a copy of it trains under OUT/.surrogates, its record untouched.
