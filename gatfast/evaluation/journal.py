@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from gatfast._version import __version__
 from gatfast.train import runs
 
 VERSION = 1  # of the journal's layout; another version is not read
@@ -29,8 +30,11 @@ VERSION = 1  # of the journal's layout; another version is not read
 
 def fingerprint(settings: dict, tensors: list[torch.Tensor], models: list[torch.nn.Module | None]) -> str:
     """A hash of what decides the evaluation's outcome: settings (JSON-ready), the images and
-    labels, and every model's parameters and buffers (None: no such model)."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    labels, and every model's parameters and buffers (None: no such model), with the
+    versions of gatfast and torch (another torch may round otherwise)."""
+    versions = {"gatfast": __version__, "torch": torch.__version__}
+    digest = hashlib.sha256(json.dumps({"settings": settings, "versions": versions}, sort_keys=True,
+                                       default=str).encode())
     for t in tensors:
         _update(digest, "tensor", t)
     for model in models:
