@@ -221,12 +221,17 @@ def test_the_frontier_plot_shows_clean_and_certified_accuracy_below_the_robust(t
     each variant's clean accuracy and, where it was bounded, its certified accuracy."""
     from gatfast.evaluation import plots
     rows = [_row("fgsm_rs", 0.50, 100, 1e12), _row("pgd_at", 0.80, 800, 8e12),
-            {**_row("crown_ibp", 0.70, 300, 3e12), "clean": [0.96, 0.94], "certified": [0.6, 0.5]}]
+            {**_row("crown_ibp", 0.70, 300, 3e12), "clean": [0.96, 0.94], "certified": [0.6, 0.5]},
+            _row("gat", 0.60, 400, 4e12)]
     drawn = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(fig=fig))
     plots.frontier([frontier.point(r) for r in rows], tmp_path / "f.png", title="t", family=frontier.FAMILY,
-                   costs=frontier.COSTS)
+                   costs=frontier.COSTS, subject="gat")
     axes = drawn["fig"].axes
+    # the subject is the one star; the frontier's runs squares, the rest circles
+    handles, labels = axes[0].get_legend_handles_labels()
+    markers = {label: (h.lines[0] if hasattr(h, "lines") else h).get_marker() for h, label in zip(handles, labels)}
+    assert markers == {"PGD-AT frontier": "None", "fgsm_rs": "s", "pgd_at": "s", "crown_ibp": "o", "gat": "*"}
     assert len(axes) == 4  # robust over clean/certified, for wall time and for FLOPs
     for top, bottom in ((axes[0], axes[2]), (axes[1], axes[3])):
         assert top.get_ylabel().startswith("worst-case robust")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import statistics
 
 FAMILY = ("fgsm_rs", "pgd_at")   # the methods whose runs trace the frontier
+SUBJECT = "gat"                  # the variant the study asks about: GAT with gatfast's defaults
 COSTS = {"wall_s": "wall time (s)", "flops": "training FLOPs"}
 
 

@@ -73,12 +73,14 @@ def bars(values: dict[str, tuple], path, *, title: str, ylabel: str):
     plt.close(fig)
 
 
-def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict):
+def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict, subject: str | None = None):
     """Robust accuracy against each cost (one column per cost, FLOPs on a log scale), with
     seed error bars both ways, the family's points joined in cost order (the frontier);
     below each, on the same cost axis and in the same colours, the clean accuracy (hollow)
     and, where the variant was bounded, the certified accuracy (a cross: the lower bound
-    where the worst case is an upper one). Apart, so the frontier keeps its resolution."""
+    where the worst case is an upper one). Apart, so the frontier keeps its resolution.
+    The `subject` label, the one the plot asks about, is a large black-edged star, so that
+    a reader finds it among a dozen variants at a glance."""
     plt = _pyplot()
     from matplotlib import ticker
     fig, axes = plt.subplots(2, len(costs), figsize=(6 * len(costs), 7), squeeze=False, sharex="col",
@@ -95,10 +97,11 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict
             top.plot([p[key] for p in line], [100 * p["robust"] for p in line], color="grey", linestyle="--",
                      label="PGD-AT frontier")
         for p in shown:
-            marker = "s" if p["method"] in family else "o"
+            marker = "*" if p["label"] == subject else "s" if p["method"] in family else "o"
             color = colors[p["label"]]
+            emphasis = dict(markersize=15, markeredgecolor="black", zorder=3) if p["label"] == subject else {}
             top.errorbar([p[key]], [100 * p["robust"]], xerr=[p[key + "_std"]], yerr=[100 * p["robust_std"]],
-                         marker=marker, capsize=3, linestyle="none", label=p["label"], color=color)
+                         marker=marker, capsize=3, linestyle="none", label=p["label"], color=color, **emphasis)
             bottom.plot([p[key]], [100 * p["clean"]], marker=marker, markerfacecolor="none", color=color,
                         linestyle="none")
             if p.get("certified") is not None:

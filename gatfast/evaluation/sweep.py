@@ -615,7 +615,7 @@ def _plots(rows, out: Path):
             plots.frontier(costed, out / ("robust_vs_cost.png" if len({r["dataset"] for r in rows}) == 1
                                           else f"robust_vs_cost-{d}.png"),
                            title=f"{d}: worst-case robust accuracy per training cost (mean ± std over seeds)",
-                           family=frontier.FAMILY, costs=frontier.COSTS)
+                           family=frontier.FAMILY, costs=frontier.COSTS, subject=frontier.SUBJECT)
     times = {f"{r['dataset']} / {r['method']}": _mean_std(r["wall_s"]) for r in rows if r["wall_s"]}
     if times:
         plots.bars(times, out / "train_time.png", title="training wall time", ylabel="seconds")
