@@ -26,6 +26,8 @@ def test_a_variant_is_a_method_with_options():
     assert (matched.base, matched.match) == ("gat:recipe=l2l-3", "pgd_at")
     assert matched.timed == "gat:recipe=l2l-3"   # its steps are its base's
     assert variants.parse("gat:generator-lr=0.001:recipe=paper:lr=0.01").timed == "gat:recipe=paper"
+    spaced = variants.parse("gat:recipe=paper: match =pgd_at")  # parse, base and timed read a part alike
+    assert (spaced.match, spaced.base, spaced.timed) == ("pgd_at", "gat:recipe=paper", "gat:recipe=paper")
 
 
 @pytest.mark.parametrize("label,words", [

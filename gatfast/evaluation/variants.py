@@ -43,16 +43,14 @@ class Variant:
         """The label without `match` (whose wall time scales the epochs), or None."""
         if self.match is None:
             return None
-        parts = [p for p in self.label.split(":") if not p.startswith("match=")]
-        return ":".join(parts)
+        return ":".join(p for p in self.label.split(":") if _option_name(p) != "match")
 
     @property
     def timed(self) -> str:
         """The label whose timed steps are this variant's: without `match` (its steps are its
         base's) and without the options that change no step's cost (COST_FREE)."""
-        kept = [self.method] + [p for p in self.label.split(":")[1:]
-                                if p.split("=", 1)[0].strip().replace("-", "_") not in ("match", *COST_FREE)]
-        return ":".join(kept)
+        kept = [p for p in self.label.split(":")[1:] if _option_name(p) not in ("match", *COST_FREE)]
+        return ":".join([self.method, *kept])
 
     def config_options(self) -> dict:
         """The TrainConfig fields this variant sets (a recipe's options first)."""
@@ -76,8 +74,7 @@ def parse(label: str) -> Variant:
                                 f"{', '.join(methods.METHODS)}")
     options, match = [], None
     for part in parts:
-        name, eq, text = part.partition("=")
-        name = name.strip().replace("-", "_")
+        name, (_, eq, text) = _option_name(part), part.partition("=")
         if not eq or not text.strip():
             raise train.ConfigError(f"--methods {label}: {part!r} is not FIELD=VALUE")
         if name == "match":
@@ -89,6 +86,11 @@ def parse(label: str) -> Variant:
     if match is not None and any(n == "epochs" for n, _ in options):
         raise train.ConfigError(f"--methods {label}: match sets the epochs; give one or the other")
     return Variant(label, method, tuple(options), match)
+
+
+def _option_name(part: str) -> str:
+    """The TrainConfig field a label's part names: "generator-lr = 1e-3" -> "generator_lr"."""
+    return part.partition("=")[0].strip().replace("-", "_")
 
 
 def _value(name: str, text: str, label: str):
