@@ -253,7 +253,7 @@ _SWEEP_TRAIN_OPTIONS = ("epochs", "batch_size", "model", "norm", "lr", "train_si
 
 
 def _cmd_sweep(args) -> int:
-    from gatfast.evaluation import sweep
+    from gatfast.evaluation import report, sweep
     train_mod.resolve_device(args.device)
     runs.check_folder_or_new(args.out, "--out")
     datasets = _list(args.datasets, str, "--datasets")
@@ -262,7 +262,7 @@ def _cmd_sweep(args) -> int:
                            seeds=_list(args.seeds, int, "--seeds"), eps=sweep.parse_eps(args.eps, datasets),
                            train_options=options, eval_config=_eval_config_from(args, skip=("eps",)))
     sweep.run(spec, args.out, device=args.device, progress=not args.no_progress, command=args.command_line)
-    result = sweep.report(args.out)
+    result = report.write(args.out)
     print((Path(args.out) / "report.md").read_text())
     if result["missing"]:
         print(f"{len(result['missing'])} cells missing (see report.md)")
@@ -270,7 +270,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_study(args) -> int:
-    from gatfast.evaluation import study, sweep
+    from gatfast.evaluation import report, study, sweep
     train_mod.resolve_device(args.device)
     if args.stop_after is not None and not (math.isfinite(args.stop_after) and args.stop_after > 0):
         raise train_mod.ConfigError(f"--stop-after must be a positive number of hours, got {args.stop_after}")
@@ -288,22 +288,22 @@ def _cmd_study(args) -> int:
                          evaluate=not args.train_only, retime=args.retime, command=args.command_line,
                          stop_after_s=None if args.stop_after is None else 3600 * args.stop_after)
     if not finished:
-        result = sweep.report(args.out)
+        result = report.write(args.out)
         print(f"stopped at the time limit with {len(result['missing'])} cells to go; wrote {args.out}/report.md "
               "over the cells done; the same command goes on")
         return 0
     if args.train_only:
         print(f"trained every cell in {args.out}; the same command without --train-only evaluates them")
         return 0
-    sweep.report(args.out)
+    report.write(args.out)
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.md, report.json and the plots")
     return 0
 
 
 def _cmd_report(args) -> int:
-    from gatfast.evaluation import sweep
-    result = sweep.report(args.sweep_dir)
+    from gatfast.evaluation import report
+    result = report.write(args.sweep_dir)
     print((Path(args.sweep_dir) / "report.md").read_text())
     print(f"wrote {args.sweep_dir}/report.md, report.json and the plots"
           + (f"; {len(result['missing'])} cells missing" if result["missing"] else ""))

@@ -10,7 +10,7 @@ import torch
 
 from gatfast import cli, train
 from gatfast.evaluation import suite as evaluate
-from gatfast.evaluation import sweep
+from gatfast.evaluation import report
 from gatfast.train import TrainConfig
 
 FAST = dict(n=120, n_slow=40, pgd_steps=10, check_factor=3, sweep=(0.0, 0.05, 0.1, 0.2, 1.0), sweep_steps=10,
@@ -290,7 +290,7 @@ def test_sweep_report_says_how_many_images_each_column_ran_on():
            "worst_case_clean": [0.95, 0.97], "worst_case_images": [100, 100], "certified": [0.1, 0.2],
            "certified_images": [359, 359], "wall_s": [10.0, 12.0], "wall_s_as_run": [20.0, 24.0],
            "sweep": {}, "failed_checks": []}
-    md = sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"], "seeds": [0, 1]})
+    md = report._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"], "seeds": [0, 1]})
     header, rule, line = [l for l in md.splitlines() if l.startswith("|")][:3]  # then the cost table
     assert header == ("| method | seeds | clean (359 images) | PGD-100 (359 images) | AutoAttack (100 images) "
                       "| clean (100 images) | worst case (100 images) | certified, a lower bound (359 images) "
@@ -301,7 +301,7 @@ def test_sweep_report_says_how_many_images_each_column_ran_on():
     assert cells[7].startswith("15.0")
     assert cells[8].startswith("11 ") and cells[9].startswith("22 ")  # the timing pass's, then the cells' own
     row["worst_case_images"] = [100, 80]
-    assert "worst case (80-100 images)" in sweep._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"],
+    assert "worst case (80-100 images)" in report._markdown([row], [], {"datasets": ["digits"], "methods": ["gat"],
                                                                        "seeds": [0, 1]})
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gatfast import cli, train
-from gatfast.evaluation import frontier, study, sweep, variants
+from gatfast.evaluation import frontier, report, study, sweep, variants
 
 FAST_EVAL = ["--attacks", "fgsm,pgd", "--n", "40", "--n-slow", "40", "--pgd-steps", "5", "--sweep", "0.1",
              "--sweep-steps", "1", "--check-factor", "2", "--check-restarts", "2", "--certified", "ibp",
@@ -139,9 +139,9 @@ def test_the_report_counts_the_flops_of_a_run_trained_before_they_were_recorded(
     train.train(config, tmp_path, log=lambda *_: None)
     summary = json.loads((tmp_path / "summary.json").read_text())
     recorded = summary.pop("train_flops")
-    assert recorded > 0 and sweep._flops(tmp_path, summary) == pytest.approx(recorded, rel=1e-9)  # from config.json
-    assert sweep._flops(tmp_path, {**summary, "train_flops": None}) is None          # a failed count stays failed
-    assert sweep._flops(tmp_path, {}) is None                                        # not trained
+    assert recorded > 0 and report._flops(tmp_path, summary) == pytest.approx(recorded, rel=1e-9)  # from config.json
+    assert report._flops(tmp_path, {**summary, "train_flops": None}) is None          # a failed count stays failed
+    assert report._flops(tmp_path, {}) is None                                        # not trained
 
 
 def test_study_train_only_trains_every_cell_and_evaluates_none(tmp_path, capsys):
@@ -192,12 +192,12 @@ def test_a_timed_sweep_takes_its_wall_times_and_matched_epochs_from_the_timing_p
                           first=("gat:generator_lr=0.001", "pgd_at"))
     assert sweep.matched_epochs(tmp_path, matched, "digits", "gat:generator_lr=0.001:match=pgd_at", 0) == 5
     group = [{"epochs": 2, "wall_s": 700.0}, {"epochs": 2, "wall_s": 390.0}]  # as run: two machines
-    assert sweep._walls(timing, "digits", "gat", group) == [100.0, 100.0]
-    assert sweep._walls(None, "digits", "gat", group) == [700.0, 390.0]
+    assert report._walls(timing, "digits", "gat", group) == [100.0, 100.0]
+    assert report._walls(None, "digits", "gat", group) == [700.0, 390.0]
     rows = [{"machines": ["AMD EPYC, 2 threads", "Intel Xeon, 2 threads"]}]
-    assert sweep._wall_basis(timing, rows).startswith("Wall times are the timing pass's (Test CPU, 2 threads, ")
-    assert "compare methods only where the cells trained on one machine" in sweep._wall_basis(None, rows)
-    assert "trained on AMD EPYC, 2 threads; Intel Xeon" in sweep._wall_basis(None, rows)
+    assert report._wall_basis(timing, rows).startswith("Wall times are the timing pass's (Test CPU, 2 threads, ")
+    assert "compare methods only where the cells trained on one machine" in report._wall_basis(None, rows)
+    assert "trained on AMD EPYC, 2 threads; Intel Xeon" in report._wall_basis(None, rows)
 
 
 def test_a_study_with_a_time_limit_starts_nothing_after_it_and_goes_on_later(tmp_path, monkeypatch, capsys):
