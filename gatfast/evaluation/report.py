@@ -85,47 +85,9 @@ def write(out) -> dict:
     rows = []
     for d in spec["datasets"]:
         for m in spec["methods"]:
-            group = [c for (cd, cm, _), c in cells.items() if cd == d and cm == m]
-            if not group:
-                continue
-            attacks = {}
-            for c in group:  # the suite's own rows; AutoAttack's cascade and the checks' attacks
-                for key, r in c["eval"]["attacks"].items():  # live in AutoAttack and the worst case
-                    if r.get("role", "suite") == "suite":
-                        row = attacks.setdefault(key, {"name": r["name"], "values": [], "images": []})
-                        row["values"].append(r["accuracy"])
-                        row["images"].append(r["n"])
-            with_aa = [c["eval"]["autoattack"] for c in group if c["eval"].get("autoattack")]
-            with_cert = [c["eval"]["certified"] for c in group
-                         if (c["eval"].get("certified") or {}).get("accuracy") is not None]
-            with_worst = [c["eval"]["worst_case"] for c in group if c["eval"]["worst_case"]]
-            eps_curve = {}  # PGD accuracy per eps, a value per seed
-            for c in group:
-                for p in c["eval"]["sweep"]:
-                    eps_curve.setdefault(p["eps"], []).append(p["accuracy"])
-            failed = sorted({ch["name"] for c in group for ch in c["eval"]["checks"] if ch["passed"] is False})
-            rows.append({
-                "dataset": d, "method": m, "seeds": sorted(s for (cd, cm, s) in cells if cd == d and cm == m),
-                "eps": group[0]["eval"]["eps"],
-                "clean": [c["eval"]["clean"] for c in group],
-                "clean_images": [c["eval"]["n"] for c in group],
-                "attacks": {k: v for k, v in attacks.items()},
-                "autoattack": [a["accuracy"] for a in with_aa],
-                "autoattack_images": [a["n"] for a in with_aa],
-                # the worst case runs on the first n_slow images: its own clean accuracy is beside it
-                "worst_case": [w["accuracy"] for w in with_worst],
-                "worst_case_clean": [w["clean"] for w in with_worst],
-                "worst_case_images": [w["n"] for w in with_worst],
-                "certified": [c["accuracy"] for c in with_cert],
-                "certified_images": [c["n"] for c in with_cert],
-                # the cost axis: the timing pass's seconds where the sweep was timed, else as run
-                "wall_s": _walls(timing, d, m, group),
-                "wall_s_as_run": [c["wall_s"] for c in group if c["wall_s"] is not None],
-                "machines": sorted({c["machine"] for c in group if c["machine"]}),
-                "flops": [c["flops"] for c in group if c["flops"] is not None],
-                "sweep": {e: v for e, v in sorted(eps_curve.items())},
-                "failed_checks": failed,
-            })
+            seeds = sorted(s for (cd, cm, s) in cells if cd == d and cm == m)
+            if seeds:
+                rows.append(_row(d, m, seeds, [cells[(d, m, s)] for s in seeds], timing))
     folders = [sweep.cell_dir(out, d, m, s) for d in spec["datasets"] for m in spec["methods"] for s in spec["seeds"]]
     result = {"rows": rows, "missing": found["missing"], "spec": spec,
               "wall_time": _wall_basis(timing, rows), "provenance": provenance.collect(spec, folders, timing),
@@ -135,6 +97,52 @@ def write(out) -> dict:
     runs.write_text(out / "report.md", _markdown(rows, found["missing"], spec, result["frontier"],
                                                  result["wall_time"], result["provenance"]))
     return result
+
+
+def _row(dataset: str, method: str, seeds: list, group: list, timing) -> dict:
+    """One (dataset, variant) over its seeds' cells: every figure as a list, a value per seed."""
+    evals = [c["eval"] for c in group]
+    with_aa = [e["autoattack"] for e in evals if e.get("autoattack")]
+    with_cert = [e["certified"] for e in evals if (e.get("certified") or {}).get("accuracy") is not None]
+    with_worst = [e["worst_case"] for e in evals if e["worst_case"]]
+    eps_curve = {}  # PGD accuracy per eps, a value per seed
+    for e in evals:
+        for p in e["sweep"]:
+            eps_curve.setdefault(p["eps"], []).append(p["accuracy"])
+    return {
+        "dataset": dataset, "method": method, "seeds": seeds, "eps": evals[0]["eps"],
+        "clean": [e["clean"] for e in evals],
+        "clean_images": [e["n"] for e in evals],
+        "attacks": _suite_attacks(evals),
+        "autoattack": [a["accuracy"] for a in with_aa],
+        "autoattack_images": [a["n"] for a in with_aa],
+        # the worst case runs on the first n_slow images: its own clean accuracy is beside it
+        "worst_case": [w["accuracy"] for w in with_worst],
+        "worst_case_clean": [w["clean"] for w in with_worst],
+        "worst_case_images": [w["n"] for w in with_worst],
+        "certified": [c["accuracy"] for c in with_cert],
+        "certified_images": [c["n"] for c in with_cert],
+        # the cost axis: the timing pass's seconds where the sweep was timed, else as run
+        "wall_s": _walls(timing, dataset, method, group),
+        "wall_s_as_run": [c["wall_s"] for c in group if c["wall_s"] is not None],
+        "machines": sorted({c["machine"] for c in group if c["machine"]}),
+        "flops": [c["flops"] for c in group if c["flops"] is not None],
+        "sweep": dict(sorted(eps_curve.items())),
+        "failed_checks": sorted({ch["name"] for e in evals for ch in e["checks"] if ch["passed"] is False}),
+    }
+
+
+def _suite_attacks(evals: list) -> dict:
+    """The suite's own attacks' accuracies per seed (AutoAttack's cascade and the checks'
+    attacks count in the AutoAttack and worst-case columns, not as rows of their own)."""
+    attacks = {}
+    for e in evals:
+        for key, r in e["attacks"].items():
+            if r.get("role", "suite") == "suite":
+                row = attacks.setdefault(key, {"name": r["name"], "values": [], "images": []})
+                row["values"].append(r["accuracy"])
+                row["images"].append(r["n"])
+    return attacks
 
 
 def _walls(timing, dataset, method, group) -> list[float]:
