@@ -332,3 +332,37 @@ def test_the_log_gives_the_learning_rate_and_eps_used(tmp_path):
     last_step = 1 + 1 / 2  # two steps per epoch: the last one of epoch 2 sits at 1.5 epochs
     assert epochs[-1]["lr"] == pytest.approx(config.lr * config.lr_factor(last_step)) and epochs[-1]["lr"] > 0
     assert epochs[-1]["eps"] == pytest.approx(config.eps_at(last_step)) and epochs[-1]["eps"] < config.eps
+
+
+def test_fgsm_rs_guard_restores_the_best_epoch_when_the_probe_collapses(monkeypatch):
+    """Catastrophic overfitting (Wong et al. 2020): the PGD-10 probe accuracy falls by more
+    than `collapse` below its best; the best epoch's weights come back and training stops."""
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    fgsm = methods.FGSMRS(clf, torch.optim.SGD(clf.parameters(), lr=0.1), eps=0.3,
+                          probe=(torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long)), collapse=0.2)
+    probes = iter([0.5, 0.7, 0.6, 0.45])
+    monkeypatch.setattr(fgsm, "probe_accuracy", lambda: next(probes))
+    weights = {}
+    for epoch in (1, 2, 3):
+        with torch.no_grad():
+            clf[1].weight.fill_(float(epoch))
+        weights[epoch] = clf[1].weight.clone()
+        assert fgsm.end_epoch(epoch) is None  # 0.6 is within 0.2 of the best, 0.7
+        assert fgsm.epoch_metrics() == {"probe_pgd10": [0.5, 0.7, 0.6][epoch - 1]}
+    with torch.no_grad():
+        clf[1].weight.fill_(4.0)
+    message = fgsm.end_epoch(4)
+    assert "catastrophic overfitting at epoch 4" in message and "restored the weights of epoch 2" in message
+    assert torch.equal(clf[1].weight, weights[2])
+
+
+def test_fgsm_rs_logs_its_probe_every_epoch(tmp_path):
+    """Overfitting from the first epoch never falls from a best, so the guard cannot stop it;
+    the log shows it: the probe's PGD-10 accuracy beside the training accuracy on FGSM."""
+    lines = []
+    train.train(small(method="fgsm_rs", epochs=2, eval_pgd_steps=0), tmp_path / "r", log=lines.append)
+    epochs = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [0.0 <= e["probe_pgd10"] <= 1.0 for e in epochs] == [True, True]
+    assert sum("probe_pgd10" in line for line in lines) == 2
+    train.train(small(method="pgd_at", epochs=1, eval_pgd_steps=0), tmp_path / "p", log=lambda *_: None)
+    assert "probe_pgd10" not in (tmp_path / "p" / "log.jsonl").read_text()

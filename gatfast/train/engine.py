@@ -323,7 +323,7 @@ def _run(s: _Session, start_epoch: int, wall_before: float, log, on_end) -> dict
             wall = wall_before + time.perf_counter() - t_start
             # the classifier's learning rate at the epoch's last step: the rate used, not the next one
             record.update({"epoch": epoch + 1, "lr": s.optimizers["classifier"].param_groups[0]["lr"],
-                           "eps": s.method.eps, "skipped_steps": skipped,
+                           "eps": s.method.eps, "skipped_steps": skipped, **s.method.epoch_metrics(),
                            "epoch_s": round(epoch_s, 3), "wall_s": round(wall, 3)})
             _save_epoch(s, epoch, record, epoch_s, wall, log)
             if stop_reason:
@@ -416,7 +416,7 @@ def _save_epoch(s: _Session, epoch: int, record: dict, epoch_s: float, wall: flo
     # short, which a resume (or the next save) rewrites whole.
     _write_log(s)
     log(f"epoch {epoch + 1}/{config.epochs}  " + "  ".join(
-        f"{k} {record[k]:.4f}" for k in ("loss_classifier", "acc_clean", "acc_adv") if k in record)
+        f"{k} {record[k]:.4f}" for k in ("loss_classifier", "acc_clean", "acc_adv", "probe_pgd10") if k in record)
         + f"  ({epoch_s:.1f} s)")
 
 

@@ -110,6 +110,10 @@ class Method:
         """Called after each epoch; a string stops training with that message."""
         return None
 
+    def epoch_metrics(self) -> dict:
+        """What end_epoch measured, for the epoch's log record: nothing, by default."""
+        return {}
+
     def cost_key(self):
         """What a step's cost depends on beyond the batch (gatfast.train.cost counts each
         distinct key once): nothing, for a method whose every step does the same work."""
@@ -165,6 +169,7 @@ class FGSMRS(Method):
         self.step_size = self.step_scale * self.eps
         self.probe, self.collapse = probe, _checks.fraction(collapse, "collapse")
         self.best_accuracy, self.best_epoch, self.best_state = -1.0, -1, None
+        self.last_probe = None  # the last epoch's PGD-10 probe accuracy, for the log
 
     def set_eps(self, eps):
         super().set_eps(eps)
@@ -196,7 +201,7 @@ class FGSMRS(Method):
     def end_epoch(self, epoch):
         if self.probe is None:
             return None
-        accuracy = self.probe_accuracy()
+        accuracy = self.last_probe = self.probe_accuracy()
         if accuracy < self.best_accuracy - self.collapse:
             self.classifier.load_state_dict(self.best_state)
             return (f"fgsm_rs: catastrophic overfitting at epoch {epoch} (PGD-10 accuracy on a training batch "
@@ -206,6 +211,11 @@ class FGSMRS(Method):
             self.best_accuracy, self.best_epoch = accuracy, epoch
             self.best_state = copy.deepcopy(self.classifier.state_dict())
         return None
+
+    def epoch_metrics(self):
+        # logged every epoch: overfitting from the first epoch on never falls from a best, so
+        # the guard cannot see it; a PGD-10 accuracy near 0 beside a high acc_adv shows it
+        return {} if self.last_probe is None else {"probe_pgd10": self.last_probe}
 
     def state_dict(self):
         return {**super().state_dict(), "best_accuracy": self.best_accuracy, "best_epoch": self.best_epoch,
