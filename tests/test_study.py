@@ -105,6 +105,10 @@ def test_the_frontier_interpolates_between_the_pgd_at_runs_around_a_cost():
     assert verdicts["gat"]["flops"]["verdict"] == "below"                   # 0.62 against 0.70
     assert verdicts["trades"]["wall_s"]["verdict"].startswith("undecided")  # cheaper and less robust
     assert verdicts["cheap"]["wall_s"]["verdict"] == "on or above"          # cheaper and more robust
+    costly = frontier.verdicts(rows + [_row("gat", 0.85, 900, 9e12), _row("trades", 0.70, 900, 5e12)])
+    assert costly[0]["wall_s"]["verdict"] == "on or above: costlier than every PGD-AT run"  # against PGD-10's 0.80
+    assert costly[1]["wall_s"]["verdict"] == "below: costlier than every PGD-AT run"
+    assert costly[1]["flops"]["verdict"] == "below"                          # 0.70 against 0.74, inside the line
 
 
 def test_a_study_without_pgd_at_runs_yet_says_so_rather_than_not_measured():

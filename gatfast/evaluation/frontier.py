@@ -8,8 +8,9 @@ by two measures: wall time (a timed sweep's timing pass, every variant on one ma
 each cell's own, which compare only within one machine) and training FLOPs
 (gatfast.train.cost), which hold on any hardware. The frontier's value at a cost is the
 linear interpolation between the PGD-AT runs nearest below and above it; past the
-costliest run it is that run's accuracy, and below the cheapest there is none (a point
-cheaper than every PGD-AT run is "on or above" only if it beats the cheapest one).
+costliest run it is that run's accuracy (the verdict says so: a costlier PGD-AT run might do
+better), and below the cheapest there is none (a point cheaper than every PGD-AT run is "on
+or above" only if it beats the cheapest one).
 """
 
 from __future__ import annotations
@@ -76,7 +77,12 @@ def _verdict(p: dict, frontier: list[dict], cost: str) -> dict:
         return {"reference": cheapest["robust"], "margin": p["robust"] - cheapest["robust"],
                 "verdict": "on or above" if above else "undecided: cheaper than every PGD-AT run and less robust"}
     margin = p["robust"] - ref
-    return {"reference": ref, "margin": margin, "verdict": "on or above" if margin >= 0 else "below"}
+    verdict = "on or above" if margin >= 0 else "below"
+    if p[cost] > max(f[cost] for f in frontier if f[cost] is not None):
+        # the frontier is flat past its costliest run: a costlier PGD-AT run, not yet run or
+        # evaluated, might well be more robust, so the verdict says against what it stands
+        verdict += ": costlier than every PGD-AT run"
+    return {"reference": ref, "margin": margin, "verdict": verdict}
 
 
 def _mean(values):
