@@ -64,7 +64,6 @@ def _machine(folder: Path) -> str | None:
     return provenance.machine(env) if env.get("gpu") or env.get("cpu_model") else None
 
 
-
 def _flops(folder: Path, summary: dict) -> float | None:
     """The cell's training FLOPs: from summary.json (None where the count failed, its reason
     beside it), or counted from config.json for a run trained before gatfast counted them."""
