@@ -111,6 +111,27 @@ def test_the_frontier_interpolates_between_the_pgd_at_runs_around_a_cost():
     assert costly[1]["flops"]["verdict"] == "below"                          # 0.70 against 0.74, inside the line
 
 
+def test_a_pgd_at_run_that_a_cheaper_one_matches_is_off_the_frontier_and_does_not_lower_it():
+    """PGD-5 AT less robust than PGD-3 AT: a user with PGD-5's budget picks PGD-3, so the
+    frontier stays at PGD-3's accuracy from there on, and PGD-5's row says what beats it."""
+    rows = [_row("fgsm_rs", 0.50, 100, 1e12), _row("pgd_at:attack_steps=3", 0.70, 300, 3e12),
+            _row("pgd_at:attack_steps=5", 0.66, 500, 5e12), _row("pgd_at", 0.80, 1000, 10e12)]
+    points = [frontier.point(r) for r in rows]
+    assert [p["label"] for p in frontier.pareto(points, "flops")] == ["fgsm_rs", "pgd_at:attack_steps=3", "pgd_at"]
+    # between PGD-3 and PGD-10 the line skips PGD-5: 0.70 + (0.80 - 0.70) * 2/7 at 5e12
+    assert frontier.reference(points, "flops", 5e12) == pytest.approx(0.70 + 0.1 * 2 / 7)
+    verdicts = {v["label"]: v for v in frontier.verdicts(rows + [_row("gat", 0.68, 500, 5e12)])}
+    assert verdicts["gat"]["flops"]["verdict"] == "below"  # above PGD-5's 0.66, below the frontier's 0.73
+    off = verdicts["pgd_at:attack_steps=5"]["flops"]
+    assert off["verdict"] == "off the frontier: pgd_at:attack_steps=3 costs no more and is as robust"
+    assert off["margin"] == pytest.approx(0.66 - (0.70 + 0.1 * 2 / 7))
+    assert not {"fgsm_rs", "pgd_at:attack_steps=3", "pgd_at"} & set(verdicts)  # on the frontier: no entry
+    # past the costliest run the frontier is the best run's accuracy, not the costliest's
+    flat = [frontier.point(r) for r in rows[:3]]
+    assert frontier.reference(flat, "wall_s", 900) == pytest.approx(0.70)
+    assert frontier.fronts(flat)["wall_s"][-1]["label"] == "pgd_at:attack_steps=3"
+
+
 def test_a_study_without_pgd_at_runs_yet_says_so_rather_than_not_measured():
     verdicts = frontier.verdicts([_row("gat", 0.7, 300, 3e12), {**_row("standard", 0.0, 60, 1e12), "wall_s": []}])
     by_label = {v["label"]: v for v in verdicts}
@@ -224,20 +245,27 @@ def test_a_study_with_a_time_limit_starts_nothing_after_it_and_goes_on_later(tmp
 
 def test_the_frontier_plot_shows_clean_and_certified_accuracy_below_the_robust(tmp_path, monkeypatch):
     """The top row is robust accuracy against each cost; the row below has, at the same cost,
-    each variant's clean accuracy and, where it was bounded, its certified accuracy."""
+    each variant's clean accuracy and, where it was bounded, its certified accuracy. The
+    frontier's line joins the PGD-AT runs on it and passes by one a cheaper run matches."""
     from gatfast.evaluation import plots
     rows = [_row("fgsm_rs", 0.50, 100, 1e12), _row("pgd_at", 0.80, 800, 8e12),
+            _row("pgd_at:attack_steps=5", 0.45, 500, 5e12), _row("pgd_at:attack_steps=20", 0.78, 900, 9e12),
             {**_row("crown_ibp", 0.70, 300, 3e12), "clean": [0.96, 0.94], "certified": [0.6, 0.5]},
             _row("gat", 0.60, 400, 4e12)]
     drawn = {}
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(fig=fig))
-    plots.frontier([frontier.point(r) for r in rows], tmp_path / "f.png", title="t", family=frontier.FAMILY,
+    points = [frontier.point(r) for r in rows]
+    plots.frontier(points, tmp_path / "f.png", title="t", family=frontier.FAMILY, fronts=frontier.fronts(points),
                    costs=frontier.COSTS, subject="gat")
     axes = drawn["fig"].axes
     # the subject is the one star; the frontier's runs squares, the rest circles
     handles, labels = axes[0].get_legend_handles_labels()
     markers = {label: (h.lines[0] if hasattr(h, "lines") else h).get_marker() for h, label in zip(handles, labels)}
-    assert markers == {"PGD-AT frontier": "None", "fgsm_rs": "s", "pgd_at": "s", "crown_ibp": "o", "gat": "*"}
+    assert markers == {"PGD-AT frontier": "None", "fgsm_rs": "s", "pgd_at": "s", "pgd_at:attack_steps=5": "s",
+                       "pgd_at:attack_steps=20": "s", "crown_ibp": "o", "gat": "*"}
+    line = handles[labels.index("PGD-AT frontier")]
+    # by PGD-5's 45% and PGD-20's 78%, and flat from PGD-10's 80% to PGD-20's cost
+    assert list(line.get_xdata()) == [100, 800, 900] and list(line.get_ydata()) == [50, 80, 80]
     assert len(axes) == 4  # robust over clean/certified, for wall time and for FLOPs
     for top, bottom in ((axes[0], axes[2]), (axes[1], axes[3])):
         assert top.get_ylabel().startswith("worst-case robust")

@@ -6,11 +6,13 @@ defence on or above that curve answers "this one", below it "PGD-AT with fewer s
 A point is a variant's mean over seeds of its worst-case robust accuracy and of its cost,
 by two measures: wall time (a timed sweep's timing pass, every variant on one machine; else
 each cell's own, which compare only within one machine) and training FLOPs
-(gatfast.train.cost), which hold on any hardware. The frontier's value at a cost is the
-linear interpolation between the PGD-AT runs nearest below and above it; past the
-costliest run it is that run's accuracy (the verdict says so: a costlier PGD-AT run might do
-better), and below the cheapest there is none (a point cheaper than every PGD-AT run is "on
-or above" only if it beats the cheapest one).
+(gatfast.train.cost), which hold on any hardware. The frontier is the Pareto front of the
+PGD-AT runs: a run that a cheaper one matches in robustness is off it (a user with its
+budget would pick the cheaper run), so the frontier never falls as cost grows. Its value at
+a cost is the linear interpolation between the frontier's runs nearest below and above it;
+past the costliest run it is that run's accuracy (the verdict says so: a costlier PGD-AT run
+might do better), and below the cheapest there is none (a point cheaper than every PGD-AT
+run is "on or above" only if it beats the cheapest one).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def point(row: dict) -> dict | None:
 
 def reference(frontier: list[dict], cost: str, at: float) -> float | None:
     """The frontier's robust accuracy at cost `at` (see the module's docstring)."""
-    line = sorted((p[cost], p["robust"]) for p in frontier if p[cost] is not None)
+    line = [(p[cost], p["robust"]) for p in pareto(frontier, cost)]
     if not line or at < line[0][0]:
         return None
     for (c0, r0), (c1, r1) in zip(line, line[1:]):
@@ -50,19 +52,51 @@ def reference(frontier: list[dict], cost: str, at: float) -> float | None:
     return line[-1][1]
 
 
+def pareto(frontier: list[dict], cost: str) -> list[dict]:
+    """The family's runs that no run as cheap or cheaper matches in robustness, in cost order:
+    the frontier proper, rising with cost."""
+    out = []
+    for p in sorted((f for f in frontier if f[cost] is not None), key=lambda f: (f[cost], -f["robust"])):
+        if not out or p["robust"] > out[-1]["robust"]:
+            out.append(p)
+    return out
+
+
+def fronts(points: list[dict]) -> dict[str, list[dict]]:
+    """Per cost, the family's points on the frontier (what a plot joins)."""
+    family = [p for p in points if p["method"] in FAMILY]
+    return {cost: pareto(family, cost) for cost in COSTS}
+
+
 def verdicts(rows: list[dict]) -> list[dict]:
-    """Per row of one dataset outside the family: its margin over the frontier by each cost."""
+    """Per row of one dataset outside the family, its margin over the frontier by each cost;
+    per family run off the frontier by either cost, the run that puts it off (a family run
+    on it by both has no entry: the report calls it "frontier")."""
     points = [p for p in map(point, rows) if p is not None]
     frontier = [p for p in points if p["method"] in FAMILY]
     out = []
     for p in points:
         if p["method"] in FAMILY:
-            continue
-        entry = {"label": p["label"], "robust": p["robust"]}
-        for cost in COSTS:
-            entry[cost] = _verdict(p, frontier, cost)
-        out.append(entry)
+            entry = {cost: _family_verdict(p, frontier, cost) for cost in COSTS}
+            if all(v["margin"] is None for v in entry.values()):
+                continue
+        else:
+            entry = {cost: _verdict(p, frontier, cost) for cost in COSTS}
+        out.append({"label": p["label"], "robust": p["robust"], **entry})
     return out
+
+
+def _family_verdict(p: dict, frontier: list[dict], cost: str) -> dict:
+    """A PGD-AT run on the frontier, or the cheaper run at least as robust that puts it off."""
+    if p[cost] is None:
+        return {"reference": None, "margin": None, "verdict": "not measured"}
+    front = pareto(frontier, cost)
+    if any(f is p for f in front):
+        return {"reference": None, "margin": None, "verdict": "frontier"}
+    better = next(f for f in front if f[cost] <= p[cost] and f["robust"] >= p["robust"])
+    ref = reference(frontier, cost, p[cost])
+    return {"reference": ref, "margin": p["robust"] - ref,
+            "verdict": f"off the frontier: {better['label']} costs no more and is as robust"}
 
 
 def _verdict(p: dict, frontier: list[dict], cost: str) -> dict:

@@ -73,9 +73,11 @@ def bars(values: dict[str, tuple], path, *, title: str, ylabel: str):
     plt.close(fig)
 
 
-def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict, subject: str | None = None):
+def frontier(points: list[dict], path, *, title: str, family: tuple, fronts: dict, costs: dict,
+             subject: str | None = None):
     """Robust accuracy against each cost (one column per cost, FLOPs on a log scale), with
-    seed error bars both ways, the family's points joined in cost order (the frontier);
+    seed error bars both ways, the family's points as squares and fronts[cost], the ones on
+    its frontier, joined in cost order and on flat to the family's costliest point;
     below each, on the same cost axis and in the same colours, the clean accuracy (hollow)
     and, where the variant was bounded, the certified accuracy (a cross: the lower bound
     where the worst case is an upper one). Apart, so the frontier keeps its resolution.
@@ -92,9 +94,12 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, costs: dict
     for column, (key, name) in enumerate(costs.items()):
         top, bottom = axes[0][column], axes[1][column]
         shown = [p for p in points if p[key] is not None]
-        line = sorted((p for p in shown if p["method"] in family), key=lambda p: p[key])
+        line = [(p[key], p["robust"]) for p in sorted(fronts[key], key=lambda p: p[key])]
+        costliest = max((p[key] for p in shown if p["method"] in family), default=None)
+        if line and costliest > line[-1][0]:
+            line.append((costliest, line[-1][1]))  # flat past its best run, to the costliest run measured
         if line:
-            top.plot([p[key] for p in line], [100 * p["robust"] for p in line], color="grey", linestyle="--",
+            top.plot([c for c, _ in line], [100 * r for _, r in line], color="grey", linestyle="--",
                      label="PGD-AT frontier")
         for p in shown:
             marker = "*" if p["label"] == subject else "s" if p["method"] in family else "o"

@@ -225,9 +225,10 @@ def _frontier_markdown(group, verdicts) -> list[str]:
     by_label = {v["label"]: v for v in verdicts}
     lines = ["### Robustness per training cost", "",
              "Worst-case robust accuracy against training cost, mean ± std over seeds, with the clean, "
-             f"{pgd}, AutoAttack and certified accuracy beside it. The PGD-AT frontier is the line "
-             "through the fgsm_rs and pgd_at variants; each other variant's margin is its worst case "
-             "minus the frontier's at its own cost (interpolated between the PGD-AT runs around it).", "",
+             f"{pgd}, AutoAttack and certified accuracy beside it. The PGD-AT frontier is the Pareto front "
+             "of the fgsm_rs and pgd_at variants (a run that one costing no more matches in robustness is "
+             "off it); each other variant's margin is its worst case minus the frontier's at its own cost "
+             "(interpolated between the frontier's runs around it).", "",
              f"| method | seeds | clean | {pgd} | AutoAttack | worst case | certified | wall time (s) | "
              "training FLOPs | vs frontier, wall time | vs frontier, FLOPs |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -288,7 +289,8 @@ def _plots(rows, out: Path):
             plots.frontier(costed, out / ("robust_vs_cost.png" if len({r["dataset"] for r in rows}) == 1
                                           else f"robust_vs_cost-{d}.png"),
                            title=f"{d}: worst-case robust accuracy per training cost (mean ± std over seeds)",
-                           family=frontier.FAMILY, costs=frontier.COSTS, subject=frontier.SUBJECT)
+                           family=frontier.FAMILY, fronts=frontier.fronts(costed), costs=frontier.COSTS,
+                           subject=frontier.SUBJECT)
     times = {f"{r['dataset']} / {r['method']}": _mean_std(r["wall_s"]) for r in rows if r["wall_s"]}
     if times:
         plots.bars(times, out / "train_time.png", title="training wall time", ylabel="seconds")
