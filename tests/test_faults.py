@@ -319,7 +319,8 @@ def _assert_consistent(out: Path) -> None:
     if not (out / train.CHECKPOINT).exists():
         return
     epoch = checkpoint.load(out / train.CHECKPOINT)["epoch"]
-    logged = [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()]
+    log = out / "log.jsonl"  # a kill before the first epoch ends can leave a checkpoint of epoch 0 and no log yet
+    logged = [json.loads(line)["epoch"] for line in log.read_text().splitlines()] if log.exists() else []
     assert logged == list(range(1, epoch + 1)), (logged, epoch)
 
 
