@@ -10,9 +10,9 @@ each cell's own, which compare only within one machine) and training FLOPs
 PGD-AT runs: a run that a cheaper one matches in robustness is off it (a user with its
 budget would pick the cheaper run), so the frontier never falls as cost grows. Its value at
 a cost is the linear interpolation between the frontier's runs nearest below and above it;
-past the costliest run it is that run's accuracy (the verdict says so: a costlier PGD-AT run
-might do better), and below the cheapest there is none (a point cheaper than every PGD-AT
-run is "on or above" only if it beats the cheapest one).
+past its costliest run it is that run's accuracy (past every PGD-AT run the verdict says
+so: a costlier PGD-AT run might do better), and below the cheapest there is none (a point
+cheaper than every PGD-AT run is "on or above" only if it beats the cheapest one).
 """
 
 from __future__ import annotations

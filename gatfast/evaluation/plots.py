@@ -77,7 +77,7 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, fronts: dic
              subject: str | None = None):
     """Robust accuracy against each cost (one column per cost, FLOPs on a log scale), with
     seed error bars both ways, the family's points as squares and fronts[cost], the ones on
-    its frontier, joined in cost order and on flat to the family's costliest point;
+    its frontier in cost order, joined and on flat to the family's costliest point;
     below each, on the same cost axis and in the same colours, the clean accuracy (hollow)
     and, where the variant was bounded, the certified accuracy (a cross: the lower bound
     where the worst case is an upper one). Apart, so the frontier keeps its resolution.
@@ -94,7 +94,7 @@ def frontier(points: list[dict], path, *, title: str, family: tuple, fronts: dic
     for column, (key, name) in enumerate(costs.items()):
         top, bottom = axes[0][column], axes[1][column]
         shown = [p for p in points if p[key] is not None]
-        line = [(p[key], p["robust"]) for p in sorted(fronts[key], key=lambda p: p[key])]
+        line = [(p[key], p["robust"]) for p in fronts[key]]  # frontier.pareto's order: by cost
         costliest = max((p[key] for p in shown if p["method"] in family), default=None)
         if line and costliest > line[-1][0]:
             line.append((costliest, line[-1][1]))  # flat past its best run, to the costliest run measured
