@@ -72,7 +72,9 @@ def test_a_sweep_of_variants_trains_each_as_asked_and_reports_the_frontier(tmp_p
     walls = {m: json.loads((out / "digits" / m / "seed0" / "summary.json").read_text())["train_wall_s"]
              for m in ("standard", "pgd_at")}
     matched = json.loads((out / "digits" / "standard_match-pgd_at" / "seed0" / "config.json").read_text())["config"]
-    assert matched["epochs"] == max(1, round(2 * walls["pgd_at"] / walls["standard"])) > 2
+    # The epochs follow the two runs' walls; not "> 2": on 64 images a loaded machine can bring
+    # PGD-10's wall within 25% of standard's, which says nothing about the sweep.
+    assert matched["epochs"] == max(1, round(2 * walls["pgd_at"] / walls["standard"]))
     report = json.loads((out / "report.json").read_text())
     rows = {r["method"]: r for r in report["rows"]}
     assert rows["pgd_at"]["flops"][0] > rows["pgd_at:attack_steps=2"]["flops"][0] > rows["standard"]["flops"][0]
