@@ -149,8 +149,10 @@ def test_training_seconds_times_a_real_step_as_the_engine_runs_it(tmp_path):
     timed = cost.training_seconds({"standard": config, "pgd_at": _config("pgd_at", epochs=1, train_size=256,
                                                                          batch_size=64, eps_warmup=0.0,
                                                                          attack_steps=5)},
-                                  rounds=2, steps=2)
-    # five attack steps (a forward and a backward each) cost a multiple of one plain step
+                                  rounds=5, steps=2)
+    # five attack steps (a forward and a backward each) cost a multiple of one plain step.
+    # Five rounds: the median of two is their mean, which one burst of load on a shared
+    # machine pulled down to 1.5x once.
     assert timed["pgd_at"]["step_s"]["None"] > 2 * timed["standard"]["step_s"]["None"] > 0
     assert timed["standard"]["epoch_s"] == pytest.approx([4 * timed["standard"]["step_s"]["None"]
                                                           + timed["standard"]["end_s"]])
