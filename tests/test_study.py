@@ -82,7 +82,7 @@ def test_a_sweep_of_variants_trains_each_as_asked_and_reports_the_frontier(tmp_p
     assert {"standard", "standard:match=pgd_at"} <= set(verdicts)
     for label, v in verdicts.items():
         assert v["flops"]["verdict"] and v["wall_s"]["verdict"]
-        if label.split(":")[0] in frontier.FAMILY:  # a PGD-AT run has an entry only when off the front
+        if variants.parse(label).method in frontier.FAMILY:  # a PGD-AT run has an entry only when off the front
             assert any(v[c]["verdict"].startswith("off the frontier") for c in frontier.COSTS)
     md = (out / "report.md").read_text()
     assert "### Robustness per training cost" in md and "| pgd_at:attack_steps=2 |" in md
