@@ -103,12 +103,12 @@ def test_the_frontier_interpolates_between_the_pgd_at_runs_around_a_cost():
     assert frontier.reference(points, "wall_s", 900) == pytest.approx(0.80)  # past the costliest: its accuracy
     assert frontier.reference(points, "wall_s", 50) is None
     verdicts = {v["label"]: v for v in frontier.verdicts(rows + [
-        _row("gat", 0.62, 200, 3e12), _row("trades", 0.40, 50, 0.5e12), _row("cheap", 0.55, 50, 0.5e12)])}
+        _row("gat", 0.62, 200, 3e12), _row("trades", 0.40, 50, 0.5e12), _row("gat:epochs=2", 0.55, 50, 0.5e12)])}
     assert verdicts["gat"]["wall_s"]["verdict"] == "on or above"            # 0.62 against 0.60
     assert verdicts["gat"]["wall_s"]["margin"] == pytest.approx(0.02)
     assert verdicts["gat"]["flops"]["verdict"] == "below"                   # 0.62 against 0.70
     assert verdicts["trades"]["wall_s"]["verdict"].startswith("undecided")  # cheaper and less robust
-    assert verdicts["cheap"]["wall_s"]["verdict"] == "on or above"          # cheaper and more robust
+    assert verdicts["gat:epochs=2"]["wall_s"]["verdict"] == "on or above"   # cheaper and more robust
     costly = frontier.verdicts(rows + [_row("gat", 0.85, 900, 9e12), _row("trades", 0.70, 900, 5e12)])
     assert costly[0]["wall_s"]["verdict"] == "on or above: costlier than every PGD-AT run"  # against PGD-10's 0.80
     assert costly[1]["wall_s"]["verdict"] == "below: costlier than every PGD-AT run"

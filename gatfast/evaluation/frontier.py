@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import statistics
 
+from gatfast.evaluation import variants
+
 FAMILY = ("fgsm_rs", "pgd_at")   # the methods whose runs trace the frontier
 SUBJECT = "gat"                  # the variant the study asks about: GAT with gatfast's defaults
 COSTS = {"wall_s": "wall time (s)", "flops": "training FLOPs"}
@@ -32,7 +34,7 @@ def point(row: dict) -> dict | None:
     if not robust:
         return None
     certified = row.get("certified") or []
-    out = {"label": row["method"], "method": row["method"].split(":")[0], "robust": _mean(robust),
+    out = {"label": row["method"], "method": variants.parse(row["method"]).method, "robust": _mean(robust),
            "robust_std": _std(robust), "clean": _mean(row["clean"]),
            "certified": _mean(certified) if certified else None}
     for cost in COSTS:
